@@ -40,7 +40,7 @@ use weft::time::DelayedCall;
 
 use super::ixfr::{Change, Changes};
 pub use super::zone_text::zone_text;
-use super::{NotifyPeer, serial_at_least};
+use super::{NotifyPeer, serial_at_least, serial_newer};
 use crate::tsig::{self, TsigKey};
 
 /// The inspector's label of a fetch's Deferred.
@@ -463,8 +463,10 @@ impl State {
                     self.origin
                 )));
             }
+            // Only a newer serial is transferred: one half the space away from the copy's
+            // is no newer (RFC 1982 §3.2), or the copy would flip between the two.
             if let Some(have) = self.have_serial()
-                && serial_at_least(have, serial)
+                && !serial_newer(serial, have)
             {
                 return Next::Done(Ok(Fetched::Current(serial)));
             }

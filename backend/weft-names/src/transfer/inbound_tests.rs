@@ -272,6 +272,15 @@ fn a_primary_s_answers_are_taken_only_as_rfc_5936_says() {
         done(s.take(&answer(&s, vec![soa(7)], ResponseCode::NoError))),
         Ok(Fetched::Current(7))
     );
+    // Half the serial space ahead is no newer (RFC 1982 §3.2): not transferred, or the
+    // copy would flip between the two serials at each NOTIFY.
+    let half = 7 + (1 << 31);
+    let mut s = state(Some(7));
+    s.ask(RecordType::SOA);
+    assert_eq!(
+        done(s.take(&answer(&s, vec![soa(half)], ResponseCode::NoError))),
+        Ok(Fetched::Current(half))
+    );
     let mut s = state(Some(7));
     s.ask(RecordType::SOA);
     let mut no_aa = Message::from_vec(&answer(&s, vec![soa(8)], ResponseCode::NoError)).unwrap();

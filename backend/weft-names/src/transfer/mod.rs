@@ -193,7 +193,13 @@ pub struct Job {
 
 /// Serial `a` is `b` or newer, in RFC 1982 serial number arithmetic.
 fn serial_at_least(a: u32, b: u32) -> bool {
-    a == b || (a.wrapping_sub(b) as i32) > 0
+    a == b || serial_newer(a, b)
+}
+
+/// Serial `a` is newer than `b` in RFC 1982 serial number arithmetic: neither is newer
+/// than the other exactly half the space apart (section 3.2 leaves that undefined).
+fn serial_newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// Decides what `asked` from `peer` over `via` gets, and counts the ones answered at once.

@@ -125,6 +125,11 @@ fn ixfr_gets_the_soa_when_current_soa_and_tc_over_udp_when_behind_and_the_zone_o
     // Serial arithmetic (RFC 1982): a serial that wrapped is newer.
     assert!(serial_at_least(3, u32::MAX - 2));
     assert!(!serial_at_least(u32::MAX - 2, 3));
+    // Half the space apart, neither is newer (RFC 1982 §3.2): a secondary holding one
+    // does not transfer the other, in either direction.
+    let (a, b) = (100, 100 + (1 << 31));
+    assert!(!serial_newer(a, b) && !serial_newer(b, a));
+    assert!(serial_newer(101, 100) && !serial_newer(100, 100));
 
     let without_soa = transfer_query(5, "example.test.", RecordType::IXFR, None);
     let formerr = answer(plan_for(&without_soa, Via::Tcp, &allowed, &metrics));

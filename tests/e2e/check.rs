@@ -971,21 +971,34 @@ fn a_json_log_says_why_the_gateway_could_not_start_in_json() {
         ),
     )
     .unwrap();
-    let said: Vec<serde_json::Value> = ["check", "run"]
-        .into_iter()
-        .map(|command| {
-            let out = Command::new(weft_bin())
-                .args([command, "--config"])
-                .arg(&held)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
-            let last = stderr.lines().last().unwrap_or_default();
-            serde_json::from_str(last).unwrap_or_else(|_| panic!("{command}: not JSON: {last:?}"))
-        })
-        .collect();
+    // And a file refused for another of its settings still says how it logs.
+    let refused = dir.path().join("refused.toml");
+    std::fs::write(
+        &refused,
+        "[log]\nformat = \"json\"\n[[service]]\nname = \"w\"\nkind = \"http\"\n\
+         listen = \"tcp:8080\"\nroot = \"nowhere\"\n",
+    )
+    .unwrap();
+    let said: Vec<serde_json::Value> = [
+        ("check", &held),
+        ("run", &held),
+        ("check", &refused),
+        ("run", &refused),
+    ]
+    .into_iter()
+    .map(|(command, file)| {
+        let out = Command::new(weft_bin())
+            .args([command, "--config"])
+            .arg(file)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        serde_json::from_str(last).unwrap_or_else(|_| panic!("{command}: not JSON: {last:?}"))
+    })
+    .collect();
     assert!(
         said[0]["message"]
             .as_str()
@@ -994,6 +1007,14 @@ fn a_json_log_says_why_the_gateway_could_not_start_in_json() {
         said[0]
     );
     assert_eq!(said[0]["message"], said[1]["message"]);
+    assert!(
+        said[2]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("service[0].root")),
+        "{}",
+        said[2]
+    );
+    assert_eq!(said[2]["message"], said[3]["message"]);
 }
 
 /// `check` refuses a history file `run` would refuse to open: one with a SQLite header

@@ -128,7 +128,7 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
     hold_early_signals();
     // The file is read before anything is logged: it says how to log.
     let config = match &file {
-        Some(path) => Config::load(path)?,
+        Some(path) => Config::load(path).inspect_err(|_| log_as_declared(path, log_format))?,
         None => Config::demo(),
     };
     // The configuration keeps the file's `[log]`, so a reload compares file with file.
@@ -200,8 +200,16 @@ fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// Sets up the log for a file that was refused as the file itself asks (its `[log]
+/// format`, the flag over it), so the refusal is said in JSON to a log read as JSON.
+fn log_as_declared(file: &std::path::Path, log_format: Option<LogFormat>) {
+    if let Some(declared) = Config::declared_log_format(file) {
+        logging::init(log_format, declared);
+    }
+}
+
 fn check(file: &std::path::Path, ports: bool, log_format: Option<LogFormat>) -> anyhow::Result<()> {
-    let config = Config::load(file)?;
+    let config = Config::load(file).inspect_err(|_| log_as_declared(file, log_format))?;
     // As `run` logs: the file's `[log]` once it is read, the flag over it.
     logging::init(log_format, config.log.format);
     check_history_file(&config, file)?;

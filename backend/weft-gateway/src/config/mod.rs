@@ -343,6 +343,15 @@ impl Config {
         Ok(config)
     }
 
+    /// The `[log] format` the file at `path` says, read leniently: what a file refused for
+    /// anything else still says of how it wants its refusal logged. `None` when the file
+    /// cannot be read, is no TOML, or says no format it could run with.
+    pub fn declared_log_format(path: &Path) -> Option<LogFormat> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let table: toml::Table = text.parse().ok()?;
+        table.get("log")?.get("format")?.as_str()?.parse().ok()
+    }
+
     /// A file that declares no service runs nothing: empty, or cut off as it was being
     /// written (a reload of it would stop every service). `check`, `run` and a reload
     /// refuse it alike.

@@ -179,10 +179,14 @@ pub(crate) fn validity_warning(
     } else if let Ok(left) = facts.not_after.duration_since(now)
         && left < EXPIRY_WARNING
     {
+        let in_days = match left.as_secs() / 86_400 {
+            0 => "in less than a day".to_owned(),
+            1 => "in 1 day".to_owned(),
+            days => format!("in {days} days"),
+        };
         Some(format!(
-            "the certificate in {cert} expires at {}, in {} days",
-            date(facts.not_after),
-            left.as_secs() / 86_400
+            "the certificate in {cert} expires at {}, {in_days}",
+            date(facts.not_after)
         ))
     } else {
         None

@@ -490,6 +490,16 @@ fn a_reload_that_changes_a_serial_sends_notify_again_until_acknowledged_and_one_
         app.metric(r#"weft_dns_zone_reloads_total{result="changed",service="dns"}"#),
         Some(2.0)
     );
+    // A serial that went back (2 to 1) is served, and said to be a mistake: every
+    // secondary keeps its copy of 2.
+    assert!(!app.log().contains("serial went back"));
+    std::fs::write(&zone, ZONE.replace("192.0.2.10", "192.0.2.13")).unwrap();
+    app.reload_by_signal("ok");
+    assert_eventually!(
+        app.log().contains("the zone's serial went back"),
+        "{}",
+        app.log()
+    );
 }
 
 /// With two reactors, a NOTIFY to each of several peers at once leaves from a port of its

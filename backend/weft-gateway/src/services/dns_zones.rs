@@ -256,6 +256,13 @@ pub(crate) fn announce_changes(
                 tracing::warn!(service = %service.name, zone = %zone.origin(), serial = before.serial(), "the zone changed but its serial did not: secondaries will not transfer the change; raise the serial");
                 continue;
             }
+            // Not newer in serial arithmetic (RFC 1982): every secondary keeps the copy it
+            // has, and never transfers this one (BIND: "zone serial has gone backward").
+            if let Some(before) = before.filter(|b| {
+                b.serial() != zone.serial() && (zone.serial().wrapping_sub(b.serial()) as i32) <= 0
+            }) {
+                tracing::warn!(service = %service.name, zone = %zone.origin(), from = before.serial(), to = zone.serial(), "the zone's serial went back: secondaries keep the copy they have and will not transfer this one; give it a serial above the one before");
+            }
             let Some(before) = before.filter(|b| b.serial() != zone.serial() && !peers.is_empty())
             else {
                 continue;

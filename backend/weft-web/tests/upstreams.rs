@@ -126,6 +126,12 @@ fn with_every_upstream_ejected_the_client_gets_503_and_it_is_counted() {
     let reply = server.get("/x");
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert!(reply.text().contains("no upstream server is available"));
+    // When to ask again: once the first ejection is over (an hour, less the moment since).
+    let after: u64 = reply
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("Retry-After: {:?}", reply.headers));
+    assert!((3590..=3600).contains(&after), "{after}");
     assert!(!reply.text().contains(&a.addr.port().to_string()));
     assert_eq!(*server.recorded.unavailable.lock().unwrap(), ["/"]);
     assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 2);

@@ -81,9 +81,10 @@ pub enum UpstreamError {
     /// A health check was answered with an error status.
     #[error("upstream {0} answered its health check with {1}")]
     Unhealthy(String, StatusCode),
-    /// Every upstream of the route (named by its prefix) is ejected.
+    /// Every upstream of the route (named by its prefix) is ejected, the first for this
+    /// long yet.
     #[error("every upstream of route {0} is ejected after failing")]
-    Unavailable(String),
+    Unavailable(String, Duration),
     /// The request body is larger than the limit.
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
@@ -149,7 +150,7 @@ impl UpstreamError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestBody(_) | Self::StreamReset(_) => StatusCode::BAD_REQUEST,
             // RFC 9110 §15.5.9: the server would not wait longer for the request.
             Self::BodyTimeout(_) | Self::BodyStillComing(..) => StatusCode::REQUEST_TIMEOUT,
@@ -169,7 +170,7 @@ impl UpstreamError {
             Self::ConnectTimeout(..) | Self::TlsTimeout(..) | Self::Timeout(..) => {
                 "the upstream server did not answer in time"
             }
-            Self::Unavailable(_) => "no upstream server is available",
+            Self::Unavailable(..) => "no upstream server is available",
             Self::BodyTooLarge(_) => "the request body is too large",
             Self::RequestBody(_) | Self::StreamReset(_) => {
                 "the request body is malformed or incomplete"
@@ -197,7 +198,7 @@ impl UpstreamError {
             Self::Timeout(..) => UpstreamFailure::Timeout,
             Self::Exchange(..) | Self::Switch(..) => UpstreamFailure::Exchange,
             Self::Unhealthy(..) => UpstreamFailure::Unhealthy,
-            Self::Unavailable(_)
+            Self::Unavailable(..)
             | Self::BodyTooLarge(_)
             | Self::RequestBody(_)
             | Self::BodyTimeout(_)
@@ -234,6 +235,15 @@ impl UpstreamError {
                     | Self::ClosedHere(_)
                     | Self::StreamReset(_)
             )
+    }
+
+    /// When the client may ask again (`Retry-After`): for a route whose every upstream is
+    /// ejected, once the first ejection is over.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable(_, after) => Some(*after),
+            _ => None,
+        }
     }
 
     /// Why the client's request was refused, when the client is at fault.
@@ -551,7 +561,7 @@ pub(crate) async fn forward(
         let Some(i) = upstreams.pick(tried) else {
             return Err(last.unwrap_or_else(|| {
                 recorder.upstream_unavailable(&route.prefix);
-                UpstreamError::Unavailable(route.prefix.clone())
+                UpstreamError::Unavailable(route.prefix.clone(), upstreams.back_in())
             }));
         };
         tried.insert(i);

@@ -176,7 +176,7 @@ async fn open(
         let Some(i) = upstreams.pick(tried) else {
             return Err(last.unwrap_or_else(|| {
                 recorder.upstream_unavailable(&to.route.prefix);
-                UpstreamError::Unavailable(to.route.prefix.clone())
+                UpstreamError::Unavailable(to.route.prefix.clone(), upstreams.back_in())
             }));
         };
         tried.insert(i);

@@ -164,6 +164,21 @@ impl RouteUpstreams {
         Some(chosen)
     }
 
+    /// How long until the first of its ejected upstreams gets requests again, in whole
+    /// seconds (at least one): what a client told none is available may wait.
+    pub(crate) fn back_in(&self) -> Duration {
+        let now = Instant::now();
+        let first = self
+            .targets
+            .iter()
+            .filter_map(|t| {
+                lock(&t.state.ejected_until).map(|(at, _)| at.saturating_duration_since(now))
+            })
+            .min()
+            .unwrap_or_default();
+        Duration::from_secs(first.as_secs_f64().ceil().max(1.0) as u64)
+    }
+
     /// Records that target `i` answered a request sent to it when its ejections stood at
     /// `since` ([`UpstreamState::ejections`]).
     pub(crate) fn succeeded(&self, i: usize, since: u32) {

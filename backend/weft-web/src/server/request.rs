@@ -577,7 +577,14 @@ fn not_forwarded(
         tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
     }
     // The client learns what kind of failure it was; the log has the rest.
-    error_page(err.status(), err.client_message())
+    let mut page = error_page(err.status(), err.client_message());
+    if let Some(after) = err.retry_after() {
+        page.headers_mut().insert(
+            header::RETRY_AFTER,
+            http::HeaderValue::from(after.as_secs()),
+        );
+    }
+    page
 }
 
 #[cfg(test)]

@@ -397,18 +397,21 @@ impl UpstreamState {
     fn failed(&self, err: &UpstreamError, health: &Health, check: bool, may_eject: bool) -> bool {
         self.note_failure(err.to_string());
         let failures = self.failures.fetch_add(1, Relaxed).saturating_add(1);
-        // What ejects it, or renews its ejection, says what may end it; a check failing
-        // while requests' failures keep it out leaves it theirs.
-        if !check || !self.ejected.load(Relaxed) {
+        let now = Instant::now();
+        let mut until = lock(&self.ejected_until);
+        let out_now = until.is_some_and(|(at, _)| now < at);
+        // What made the latest failure, out of an ejection, says what may end the one it
+        // leads to. While it is out, the ejection is left whose it is: a request in
+        // flight when it was ejected fails now without ejecting it again, and a failed
+        // check renews it for whoever made it.
+        if !out_now {
             self.by_check.store(check, Relaxed);
         }
         if failures < health.max_fails || !may_eject {
             return false;
         }
-        let now = Instant::now();
         let renewed = Some((now + health.eject_for, SystemTime::now() + health.eject_for));
-        let mut until = lock(&self.ejected_until);
-        if until.is_some_and(|(at, _)| now < at) {
+        if out_now {
             // Ejected already: the requests that were in flight when it was fail now, and
             // are neither another ejection nor a longer one; a failed health check says
             // it is still down, and keeps it out.
@@ -570,13 +573,23 @@ mod tests {
         assert!(!state.failed(&err(), &health, true, true));
         state.succeeded(state.ejections(), true);
         assert!(state.is_ejected(&mut None));
-        // Checks' failures eject it, and a passing check brings it back at once.
+        // Checks' failures eject it, and a passing check brings it back at once, though a
+        // request in flight when it was ejected failed since.
         let checked = UpstreamState::new("/", "http://192.0.2.1", BrokeOff::detached());
         assert!(!checked.failed(&err(), &health, true, true));
         assert!(checked.failed(&err(), &health, true, true));
+        assert!(!checked.failed(&err(), &health, false, true));
         checked.succeeded(checked.ejections(), true);
         assert!(!checked.is_ejected(&mut None));
         assert_eq!(checked.failures.load(Relaxed), 0);
+        // Ejected by requests; that over, a failing check ejects it anew, and it is then
+        // the checks' to end.
+        assert!(!checked.failed(&err(), &health, false, true));
+        assert!(checked.failed(&err(), &health, false, true));
+        *lock(&checked.ejected_until) = Some((Instant::now(), SystemTime::now()));
+        assert!(checked.failed(&err(), &health, true, true));
+        checked.succeeded(checked.ejections(), true);
+        assert!(!checked.is_ejected(&mut None));
         // One that may not be ejected (a route's lone upstream) counts its failures only.
         let lone = UpstreamState::new("/", "http://192.0.2.1", BrokeOff::detached());
         assert!((0..5).all(|_| !lone.failed(&err(), &health, false, false)));

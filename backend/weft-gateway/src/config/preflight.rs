@@ -300,13 +300,37 @@ pub(crate) fn through_symlinks(path: &Path) -> PathBuf {
 pub(crate) fn resolved(path: &Path) -> PathBuf {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     match (absolute.parent(), absolute.file_name()) {
-        (Some(dir), Some(name)) => dir
-            .canonicalize()
-            .map_or_else(|_| absolute.clone(), |dir| dir.join(name)),
+        (Some(dir), Some(name)) => resolved_dir(dir).join(name),
         // Ending in `..` (or the root): no name to keep apart, the whole path resolved
         // (`public/..` is the directory holding `public`, not a path of its own).
-        _ => absolute.canonicalize().unwrap_or(absolute),
+        _ => resolved_dir(&absolute),
     }
+}
+
+/// The absolute directory `dir`, resolved as far as it exists and the rest applied as
+/// written: a directory made later (`create_dir_all`) is a real one, so `new/../public`
+/// is `public` whether `new` exists yet or not.
+fn resolved_dir(dir: &Path) -> PathBuf {
+    for existing in dir.ancestors() {
+        let Ok(mut out) = existing.canonicalize() else {
+            continue;
+        };
+        for part in dir
+            .strip_prefix(existing)
+            .unwrap_or(Path::new(""))
+            .components()
+        {
+            match part {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::Normal(name) => out.push(name),
+                _ => {}
+            }
+        }
+        return out;
+    }
+    dir.to_owned()
 }
 
 /// Why a file made by opening `path` could not be made, where `path` is a symlink to a file

@@ -1112,6 +1112,16 @@ fn a_root_that_would_serve_weft_s_own_private_files_is_refused() {
             .contains("would serve /weft.db (the history store's file)"),
         "{e}"
     );
+    // Through a directory that does not exist yet (weft makes a secondary copy's), a
+    // path is where it will be: `new/..` is no hidden name to hide it behind.
+    assert_eq!(
+        super::preflight::resolved(&site.join("new/../x/../example.zone")),
+        site.join("example.zone")
+    );
+    assert_eq!(
+        super::preflight::resolved(&site.join("new/..")),
+        site.clone()
+    );
     // The configuration file itself.
     let e = Config::parse(
         &site.join("weft.toml").display().to_string(),

@@ -1597,3 +1597,34 @@ fn a_unix_socket_another_process_serves_is_refused_by_check_and_run_and_left_alo
     std::os::unix::net::UnixStream::connect(&sock).unwrap();
     live.accept().unwrap();
 }
+
+/// A "file" that is a device or a pipe is refused at once, by `check` and `run`, before
+/// anything reads it for its `[log]` or anything else: `/dev/zero` would never end, a
+/// FIFO with no writer never begin.
+#[test]
+fn a_configuration_that_is_no_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("weft.toml");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for file in [Path::new("/dev/zero"), &fifo] {
+        for command in ["check", "run"] {
+            let started = Instant::now();
+            let out = Command::new(weft_bin())
+                .args([command, "--config"])
+                .arg(file)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{command} {file:?}: {stderr}");
+            assert!(stderr.contains("not a regular file"), "{stderr}");
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+    }
+}

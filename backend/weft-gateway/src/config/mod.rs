@@ -347,7 +347,8 @@ impl Config {
     /// anything else still says of how it wants its refusal logged. `None` when the file
     /// cannot be read, is no TOML, or says no format it could run with.
     pub fn declared_log_format(path: &Path) -> Option<LogFormat> {
-        let text = std::fs::read_to_string(path).ok()?;
+        // As the file is read to be checked: a regular file, of a bounded size.
+        let text = Self::read(path).ok()?;
         let table: toml::Table = text.parse().ok()?;
         table.get("log")?.get("format")?.as_str()?.parse().ok()
     }

@@ -499,8 +499,12 @@ impl ErrorPage {
         let file = crate::path::resolve(&canonical, &path)
             .map_err(|_| {
                 // Which of the lookup's refusals it was, for whoever fixes the setting.
-                let why = match std::fs::symlink_metadata(root.join(path.trim_start_matches('/'))) {
+                let named = root.join(path.trim_start_matches('/'));
+                let unreadable = std::fs::File::open(&named)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+                let why = match std::fs::symlink_metadata(&named) {
                     Err(_) => "is no file under the root",
+                    Ok(_) if unreadable => "cannot be read by this process (permission denied)",
                     Ok(_) => "is hidden, or behind a link that leads out of the root: no request could be served it",
                 };
                 bad(why.to_owned())

@@ -376,11 +376,13 @@ pub fn resolve(root: &Path, raw: &str) -> Result<Resolved, PathError> {
     let meta = std::fs::metadata(&path).map_err(not_found)?;
     // A file this process may not read is nothing servable, as one under a directory it
     // may not enter is: a HEAD, a conditional GET and a GET answer it alike (a HEAD said
-    // 200 with its size and a GET 500). Looked at once a version: the answer is kept.
+    // 200 with its size and a GET 500). Looked up again at each request, as any path
+    // that leads nowhere is (only what resolves is kept): said at debug, as each 404 is,
+    // so requests for it cannot flood the log.
     if meta.is_file()
         && std::fs::File::open(&path).is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
     {
-        tracing::warn!(path = %path.display(), "a static file this process may not read is not served");
+        tracing::debug!(path = %path.display(), "a static file this process may not read is not served");
         return Err(PathError::NotFound);
     }
     Ok(Resolved { path, meta })

@@ -241,7 +241,7 @@ impl Task {
                     confirmed = Some(SystemTime::now());
                     touch(&zone.file);
                     if serial.is_some_and(|ours| ours != theirs) {
-                        tracing::warn!(service, zone = %zone.origin, %primary, ours = serial, theirs, "the primary's serial is behind the copy held; keeping the copy");
+                        tracing::warn!(service, zone = %zone.origin, %primary, ours = serial, theirs, "the primary's serial is not newer than the copy held; keeping the copy");
                     }
                     shown.checked(format!("current at {primary}"), false);
                     None

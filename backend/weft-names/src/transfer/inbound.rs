@@ -573,8 +573,7 @@ impl State {
                     // The version the records after it are added to: newer than the one
                     // before (RFC 1982; not the undefined half-way), and not past the
                     // primary's.
-                    let undefined = to.wrapping_sub(step.from) == 1 << 31;
-                    if serial_at_least(step.from, to) || undefined {
+                    if !serial_newer(to, step.from) {
                         return Next::Done(Err(format!(
                             "a change from serial {} to {to}, which is not newer",
                             step.from

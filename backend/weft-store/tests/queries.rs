@@ -118,11 +118,21 @@ async fn deferreds_by_state_flag_and_service() {
     let mut leaked = deferred(5, "pending", 500);
     leaked.leaked = true;
     leaked.service = Some("web".into());
+    // Stalled, then cancelled: still found by the flag, its state saying it ended.
+    let mut was_stalled = deferred(8, "cancelled", 50);
+    was_stalled.stalled = true;
     let running = deferred(6, "running", 600);
     let mut waiting = deferred(7, "waiting", 700);
     waiting.waiting_on = Some(8);
     for d in [
-        &stalled, &failed, &unhandled, &slow, &leaked, &running, &waiting,
+        &stalled,
+        &failed,
+        &unhandled,
+        &slow,
+        &leaked,
+        &running,
+        &waiting,
+        &was_stalled,
     ] {
         assert!(store.try_send(d.clone()));
     }
@@ -134,7 +144,7 @@ async fn deferreds_by_state_flag_and_service() {
         ids(by(DeferredFilter::Pending).await.unwrap()),
         [7, 6, 5, 1]
     );
-    assert_eq!(ids(by(DeferredFilter::Stalled).await.unwrap()), [1]);
+    assert_eq!(ids(by(DeferredFilter::Stalled).await.unwrap()), [1, 8]);
     assert_eq!(ids(by(DeferredFilter::Failed).await.unwrap()), [3, 2]);
     assert_eq!(ids(by(DeferredFilter::Unhandled).await.unwrap()), [3]);
     assert_eq!(ids(by(DeferredFilter::Slow).await.unwrap()), [4]);

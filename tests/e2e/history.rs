@@ -533,3 +533,66 @@ fn a_disk_full_at_start_leaves_history_unwritten_until_there_is_room() {
     let _ = run.kill();
     let _ = run.wait();
 }
+
+/// History stays in the file its path led to at start: a symlink on the way re-pointed
+/// while the gateway runs (here into a served root) moves nothing, where the writer,
+/// finding no file at the path, made history anew where the link then led.
+#[test]
+fn a_link_on_the_history_path_re_pointed_while_running_moves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["private", "public"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+    }
+    std::os::unix::fs::symlink(d.join("private"), d.join("current")).unwrap();
+    let (dashboard, echo) = (free_port(), free_port());
+    let config = d.join("weft.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n\
+             [store]\npath = \"{}\"\n\
+             [[service]]\nname = \"echo\"\nkind = \"echo\"\n\
+             listen = \"tcp:{echo}:interface=127.0.0.1\"\n\
+             [[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{}:interface=127.0.0.1\"\nroot = \"{}\"\n",
+            d.join("current/h.db").display(),
+            free_port(),
+            d.join("public").display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let round_trip = || {
+        TcpStream::connect(("127.0.0.1", echo)).is_ok_and(|mut s| {
+            let mut b = [0; 1];
+            s.write_all(b"x").is_ok() && s.read_exact(&mut b).is_ok()
+        })
+    };
+    assert_eventually!(
+        round_trip() && d.join("private/h.db").exists(),
+        "serving, history in private/"
+    );
+    std::fs::remove_file(d.join("current")).unwrap();
+    std::os::unix::fs::symlink(d.join("public"), d.join("current")).unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(round_trip());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let served: Vec<_> = std::fs::read_dir(d.join("public"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(served.is_empty(), "history moved into the root: {served:?}");
+    assert!(d.join("private/h.db").exists());
+}

@@ -127,10 +127,11 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
     small_pages();
     hold_early_signals();
     // The file is read before anything is logged: it says how to log.
-    let config = match &file {
+    let mut config = match &file {
         Some(path) => Config::load(path).inspect_err(|_| log_as_declared(path, log_format))?,
         None => Config::demo(),
     };
+    config.pin_history_file();
     // The configuration keeps the file's `[log]`, so a reload compares file with file.
     logging::init(log_format, config.log.format);
     if file.is_none() {

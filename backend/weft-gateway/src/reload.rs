@@ -236,6 +236,9 @@ async fn read(
     };
     let checked = tokio::task::spawn_blocking(move || {
         let mut config = read_settled(&path, history.as_deref(), SETTLE, SETTLE_AT_MOST)?;
+        // As the running one was at start: a `[store]` that still leads to the file
+        // written is no change, one whose link was re-pointed is (a restart moves it).
+        config.pin_history_file();
         in_service.share(&mut config.services);
         for warning in &config.warnings {
             tracing::warn!("{warning}");

@@ -415,6 +415,22 @@ impl Config {
         validate::parse_beside(file, text, running_history)
     }
 
+    /// Pins history to the file its path leads to now, when a symlink is on the way: the
+    /// writer recreates a file deleted or replaced under it by its path, and a link
+    /// re-pointed while weft runs would otherwise move history (into a served root, say)
+    /// where only a restart may, and leave a reload's check comparing roots with a file
+    /// no longer written. A path without links is kept as written.
+    pub fn pin_history_file(&mut self) {
+        if self.store.url.is_some() {
+            return;
+        }
+        let written = std::path::absolute(&self.store.path).unwrap_or_default();
+        let real = preflight::through_symlinks(&self.store.path);
+        if real != written {
+            self.store.path = real;
+        }
+    }
+
     /// The history file this configuration writes, if history is a file.
     pub fn history_file(&self) -> Option<&std::path::Path> {
         self.store.url.is_none().then_some(&*self.store.path)

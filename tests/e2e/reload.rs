@@ -311,6 +311,10 @@ fn a_broken_config_changes_nothing_and_is_reported_to_the_post_the_metrics_and_t
         error.contains("weft.toml:"),
         "names the file and line: {error}"
     );
+    assert!(
+        error.ends_with("; nothing changed"),
+        "says the running configuration is untouched: {error}"
+    );
     assert_eq!(app.reloads("invalid"), Some(1.0));
     assert!(
         app.log().contains(error),

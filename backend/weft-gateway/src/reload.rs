@@ -158,7 +158,9 @@ pub async fn reload(running: &mut Running, source: &Source, notifier: &Notifier)
         Err((ReloadResult::Failed, message)) => {
             ReloadOutcome::new(ReloadResult::Failed, format!("{message}; nothing changed"))
         }
-        Err((result, message)) => ReloadOutcome::new(result, message),
+        // Said in the answer as in the log: the operator reading either knows the running
+        // configuration is untouched.
+        Err((result, message)) => ReloadOutcome::new(result, format!("{message}; nothing changed")),
         Ok(config) => match running.apply(config) {
             Ok(mut applied) => {
                 applied.notes.extend(running.follow().await);
@@ -177,10 +179,8 @@ pub async fn reload(running: &mut Running, source: &Source, notifier: &Notifier)
     match outcome.result {
         ReloadResult::Ok => tracing::info!("configuration reloaded: {}", outcome.message),
         ReloadResult::Invalid => {
-            tracing::warn!(
-                "configuration reload refused, nothing changed: {}",
-                outcome.message
-            );
+            // The message ends in "nothing changed".
+            tracing::warn!("configuration reload refused: {}", outcome.message);
         }
         ReloadResult::Failed => {
             // The message ends in "nothing changed".

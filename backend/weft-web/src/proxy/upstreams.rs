@@ -381,8 +381,21 @@ impl UpstreamState {
     /// checks counted them, a request's failures standing until a request succeeds or
     /// `eject_for` is over (nginx's passive health knows no checks to undo it).
     fn succeeded(&self, since: u32, check: bool) {
-        if self.ejections.load(Relaxed) != since || (check && !self.by_check.load(Relaxed)) {
+        if self.ejections.load(Relaxed) != since {
             return;
+        }
+        // A check passing after requests' failures: their ejection lasts its time; once
+        // it is over (the flag stays set until something succeeds), the upstream answers
+        // its checks and starts afresh, rather than keeping a count past `max_fails` that
+        // one more failure, without a request sent, would eject it for. Short of an
+        // ejection, their count stands (checks passing between them would otherwise keep
+        // a failing upstream from ever being ejected).
+        if check && !self.by_check.load(Relaxed) {
+            let over = self.ejected.load(Relaxed)
+                && !lock(&self.ejected_until).is_some_and(|(at, _)| Instant::now() < at);
+            if !over {
+                return;
+            }
         }
         if self.failures.load(Relaxed) != 0 {
             self.failures.store(0, Relaxed);
@@ -582,6 +595,20 @@ mod tests {
         checked.succeeded(checked.ejections(), true);
         assert!(!checked.is_ejected(&mut None));
         assert_eq!(checked.failures.load(Relaxed), 0);
+        // Ejected by requests, that over, a passing check starts it afresh: no count left
+        // that one more failure would eject it for.
+        assert!(!checked.failed(&err(), &health, false, true));
+        assert!(checked.failed(&err(), &health, false, true));
+        checked.succeeded(checked.ejections(), true);
+        assert!(checked.is_ejected(&mut None), "not while it lasts");
+        *lock(&checked.ejected_until) = Some((Instant::now(), SystemTime::now()));
+        checked.succeeded(checked.ejections(), true);
+        assert_eq!(checked.failures.load(Relaxed), 0);
+        assert!(
+            !checked.failed(&err(), &health, false, true),
+            "one failure is one"
+        );
+        checked.succeeded(checked.ejections(), false);
         // Ejected by requests; that over, a failing check ejects it anew, and it is then
         // the checks' to end.
         assert!(!checked.failed(&err(), &health, false, true));

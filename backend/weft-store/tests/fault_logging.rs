@@ -4,44 +4,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::{event, open};
 use sqlx::{ConnectOptions, Connection};
 
-/// Log lines captured from this thread (the single-threaded test runtime runs the writer here too).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .matches(needle)
-            .count()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn each_burst_of_write_errors_logs_one_warning_and_one_recovery() {
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let _logging = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || sink.clone())
-            .finish(),
-    );
+    // Captured from this thread: the single-threaded test runtime runs the writer here too.
+    let logs = weft_test_support::Logs::default();
+    let _logging = tracing::subscriber::set_default(logs.subscriber());
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let path = store.options().path.clone();

@@ -14,13 +14,16 @@
 //!   another; [`open_ids`] asks a running reactor which connections it holds.
 //! - [`net`]: [`free_port`] and a blocking [`connect`] with a read timeout.
 //! - [`protocols`]: [`Echo`] and [`UdpEcho`], the servers most tests talk to.
+//! - [`logs`]: [`Logs`], what a test's code logged, as text.
 
+pub mod logs;
 pub mod net;
 pub mod postgres;
 pub mod protocols;
 pub mod reactor;
 pub mod wait;
 
+pub use logs::Logs;
 pub use net::{connect, free_port};
 pub use protocols::{Echo, UdpEcho};
 pub use reactor::{Running, open_ids, run_with_client, spawn_reactor, spawn_reactor_with};

@@ -93,23 +93,8 @@ fn a_blocked_reactor_refuses_calls_past_its_queue_and_runs_the_queued_ones_once_
 /// `hooks=1`, naming nothing the program had registered.
 #[test]
 fn a_shutdown_held_to_its_deadline_names_the_tasks_still_running() {
-    #[derive(Clone, Default)]
-    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
+    let logs = weft_test_support::Logs::default();
+    let subscriber = logs.subscriber();
     tracing::subscriber::with_default(subscriber, || {
         let reactor = weft::Reactor::with_config(weft::ReactorConfig {
             handle_signals: false,
@@ -126,7 +111,7 @@ fn a_shutdown_held_to_its_deadline_names_the_tasks_still_running() {
         });
         reactor.run().unwrap();
     });
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let warning = text
         .lines()
         .find(|l| l.contains("did not finish before its deadline"))

@@ -616,37 +616,17 @@ fn is_handshake_failure(err: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
     use crate::address::Address;
     use crate::observe::TransportKind;
-
-    /// Lines written to a shared buffer.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// A peer that can make a protocol's callback panic (or block) on every connection
     /// gets a line each at most 20 times a second for its service; the rest are said in
     /// the next line's `suppressed`, and every one is still reported.
     #[test]
     fn panicking_and_slow_callbacks_are_logged_within_the_service_s_budget() {
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
+        let logs = weft_test_support::Logs::default();
+        let subscriber = logs.subscriber();
         let info = ConnectionInfo::new(
             "flooded".into(),
             TransportKind::Tcp,
@@ -661,7 +641,7 @@ mod tests {
             }
         });
         crate::observe::set_slow_threshold(std::time::Duration::from_millis(100));
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         let panicked = text.lines().filter(|l| l.contains("panicked")).count();
         let slow = text
             .lines()

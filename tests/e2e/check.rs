@@ -999,22 +999,17 @@ fn a_json_log_says_why_the_gateway_could_not_start_in_json() {
         serde_json::from_str(last).unwrap_or_else(|_| panic!("{command}: not JSON: {last:?}"))
     })
     .collect();
-    assert!(
-        said[0]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("in use")),
-        "{}",
-        said[0]
-    );
-    assert_eq!(said[0]["message"], said[1]["message"]);
-    assert!(
-        said[2]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("service[0].root")),
-        "{}",
-        said[2]
-    );
-    assert_eq!(said[2]["message"], said[3]["message"]);
+    // `check`'s and `run`'s line for each file: the same, and the right reason.
+    for (pair, reason) in said.chunks(2).zip(["in use", "service[0].root"]) {
+        assert!(
+            pair[0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(reason)),
+            "{}",
+            pair[0]
+        );
+        assert_eq!(pair[0]["message"], pair[1]["message"]);
+    }
 }
 
 /// `check` refuses a history file `run` would refuse to open: one with a SQLite header

@@ -418,6 +418,15 @@ fn ok(applied: &Applied) -> ReloadOutcome {
 mod tests {
     use super::*;
 
+    /// [`read_settled`] of a process whose history is in no file.
+    fn settled(
+        path: &Path,
+        settle: Duration,
+        at_most: Duration,
+    ) -> Result<Config, (ReloadResult, String)> {
+        read_settled(path, None, settle, at_most)
+    }
+
     fn echo(name: &str, port: u16) -> String {
         format!(
             "[[service]]\nname = \"{name}\"\nkind = \"echo\"\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n"
@@ -440,14 +449,9 @@ mod tests {
                 std::fs::write(&path, whole).unwrap();
             })
         };
-        let config = read_settled(
-            &path,
-            None,
-            Duration::from_millis(300),
-            Duration::from_secs(5),
-        )
-        .map_err(|(_, e)| e)
-        .unwrap();
+        let config = settled(&path, Duration::from_millis(300), Duration::from_secs(5))
+            .map_err(|(_, e)| e)
+            .unwrap();
         writer.join().unwrap();
         let names: Vec<_> = config.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
@@ -466,24 +470,16 @@ mod tests {
                 std::fs::write(&path, echo("a", 1)).unwrap();
             })
         };
-        let config = read_settled(
-            &path,
-            None,
-            Duration::from_millis(200),
-            Duration::from_secs(5),
-        )
-        .map_err(|(_, e)| e)
-        .unwrap();
+        let config = settled(&path, Duration::from_millis(200), Duration::from_secs(5))
+            .map_err(|(_, e)| e)
+            .unwrap();
         writer.join().unwrap();
         assert_eq!(config.services.len(), 1);
         // Missing for good: the read's own error, once the wait is over.
         let gone = dir.path().join("gone.toml");
-        let Err((result, message)) = read_settled(
-            &gone,
-            None,
-            Duration::from_millis(50),
-            Duration::from_millis(200),
-        ) else {
+        let Err((result, message)) =
+            settled(&gone, Duration::from_millis(50), Duration::from_millis(200))
+        else {
             panic!("read a file that is not there");
         };
         assert_eq!(result, ReloadResult::Failed);
@@ -520,14 +516,9 @@ mod tests {
                 .unwrap();
             })
         };
-        let config = read_settled(
-            &path,
-            None,
-            Duration::from_millis(200),
-            Duration::from_secs(5),
-        )
-        .map_err(|(_, e)| e)
-        .unwrap();
+        let config = settled(&path, Duration::from_millis(200), Duration::from_secs(5))
+            .map_err(|(_, e)| e)
+            .unwrap();
         writer.join().unwrap();
         let crate::services::ServiceKind::Dns(dns) = &config.services[0].kind else {
             panic!("a dns service");
@@ -551,9 +542,8 @@ mod tests {
                 }
             })
         };
-        let refused = read_settled(
+        let refused = settled(
             &path,
-            None,
             Duration::from_millis(200),
             Duration::from_millis(600),
         );

@@ -353,11 +353,8 @@ fn each_run_s_deferred_is_made_where_the_loop_was() {
     assert!(created.iter().all(|e| e.contains(&here)), "{created:#?}");
 }
 
-/// `with_count` tells each run how many intervals went by since the last (Twisted's
-/// `withCount`): 1 on time, more after runs skipped for a late one.
-#[test]
-fn with_count_tells_each_run_the_intervals_since_the_last() {
-    let clock = Clock::fake();
+/// A `with_count` loop on `clock` that keeps what each run was told.
+fn counting_loop(clock: &Clock) -> (LoopingCall, Rc<RefCell<Vec<u64>>>) {
     let counts = Rc::new(RefCell::new(Vec::new()));
     let seen = counts.clone();
     let lc = LoopingCall::with_count(move |n| {
@@ -365,6 +362,15 @@ fn with_count_tells_each_run_the_intervals_since_the_last() {
         Ok::<_, Failure>(())
     })
     .with_clock(clock.clone());
+    (lc, counts)
+}
+
+/// `with_count` tells each run how many intervals went by since the last (Twisted's
+/// `withCount`): 1 on time, more after runs skipped for a late one.
+#[test]
+fn with_count_tells_each_run_the_intervals_since_the_last() {
+    let clock = Clock::fake();
+    let (lc, counts) = counting_loop(&clock);
     let _done = lc.start(SEC, true).unwrap();
     clock.advance(SEC);
     clock.advance(SEC);
@@ -380,13 +386,7 @@ fn with_count_tells_each_run_the_intervals_since_the_last() {
 #[test]
 fn with_count_counts_a_late_first_run_from_the_start() {
     let clock = Clock::fake();
-    let counts = Rc::new(RefCell::new(Vec::new()));
-    let seen = counts.clone();
-    let lc = LoopingCall::with_count(move |n| {
-        seen.borrow_mut().push(n);
-        Ok::<_, Failure>(())
-    })
-    .with_clock(clock.clone());
+    let (lc, counts) = counting_loop(&clock);
     let _done = lc.start(SEC, false).unwrap();
     clock.advance(SEC * 10);
     clock.advance(SEC);

@@ -987,12 +987,7 @@ fn a_json_log_says_why_the_gateway_could_not_start_in_json() {
     ]
     .into_iter()
     .map(|(command, file)| {
-        let out = Command::new(weft_bin())
-            .args([command, "--config"])
-            .arg(file)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = weft_on(command, file);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
         let last = stderr.lines().last().unwrap_or_default();
@@ -1610,16 +1605,21 @@ fn a_configuration_that_is_no_regular_file_is_refused_at_once() {
     for file in [Path::new("/dev/zero"), &fifo] {
         for command in ["check", "run"] {
             let started = Instant::now();
-            let out = Command::new(weft_bin())
-                .args([command, "--config"])
-                .arg(file)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
+            let out = weft_on(command, file);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{command} {file:?}: {stderr}");
             assert!(stderr.contains("not a regular file"), "{stderr}");
             assert!(started.elapsed() < Duration::from_secs(5));
         }
     }
+}
+
+/// `weft COMMAND --config FILE`, run to its end.
+fn weft_on(command: &str, file: &Path) -> std::process::Output {
+    Command::new(weft_bin())
+        .args([command, "--config"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }

@@ -112,6 +112,59 @@ fn transfers(app: &App, result: &str) -> Option<f64> {
     ))
 }
 
+/// A TCP connection kept open across a reload (or a transfer, which puts its zone in
+/// service as a reload does) is answered by what the reload put in force from its next
+/// question on: a revoked `allow_transfer` refuses its next AXFR, and the zone edited
+/// answers it, where the connection was answered by the settings it was accepted under
+/// for as long as it kept asking.
+#[test]
+fn a_tcp_connection_open_across_a_reload_is_answered_by_the_new_zone_and_transfer_rules() {
+    let port = free_port();
+    let app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("example.test.zone", ZONE)
+            .key("allow_transfer", r#"["127.0.0.1"]"#),
+    );
+    let mut s = tcp_connect(port);
+    send_frame(&mut s, &query(1, "example.test.", RecordType::AXFR, None));
+    assert!(!transfer(&mut s).is_empty(), "allowed before the reload");
+    let www = |s: &mut TcpStream, id: u16| {
+        send_frame(s, &query(id, "www.example.test.", RecordType::A, None));
+        let (answer, _) = read_frame(s);
+        answer.answers.iter().find_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+    };
+    assert_eq!(www(&mut s, 2).as_deref(), Some("192.0.2.10"));
+
+    let edited = ZONE
+        .replace("( 1 2h", "( 2 2h")
+        .replace("192.0.2.10", "192.0.2.11");
+    std::fs::write(app.dir.path().join("example.test.zone"), edited).unwrap();
+    app.edit_config(|text| {
+        let revoked = text.replace(r#"allow_transfer = ["127.0.0.1"]"#, "allow_transfer = []");
+        assert_ne!(revoked, text);
+        revoked
+    });
+    app.reload_by_signal("ok");
+
+    assert_eq!(
+        www(&mut s, 3).as_deref(),
+        Some("192.0.2.11"),
+        "the same connection is answered by the zone the reload put in service"
+    );
+    send_frame(&mut s, &query(4, "example.test.", RecordType::AXFR, None));
+    let (refused, _) = read_frame(&mut s);
+    assert_eq!(
+        (refused.metadata.id, refused.metadata.response_code),
+        (4, ResponseCode::Refused),
+        "a transfer the reload revoked is refused on a connection open since before it"
+    );
+    assert!(refused.answers.is_empty());
+}
+
 #[test]
 fn axfr_goes_whole_to_an_allowed_peer_and_is_refused_and_counted_for_the_others() {
     let port = free_port();

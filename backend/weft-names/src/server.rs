@@ -142,6 +142,11 @@ struct Inner {
     /// Encoded answers from the zones to plain UDP queries, by question.
     answers: RefCell<Answers>,
     tsig_keys: Vec<TsigKey>,
+    /// The service's server in force, shared by each server a reload or a transfer
+    /// starts in its place: a TCP connection accepted by one of them asks it before each
+    /// question, so that its questions are answered by the zones, keys and transfer
+    /// rules in force, not those of the server that accepted it.
+    in_force: Rc<RefCell<WeakServer>>,
 }
 
 /// One DNS service's answering logic, shared by its UDP and TCP listeners. Cheap to
@@ -204,13 +209,29 @@ impl DnsServer {
                 .map(|r| Rc::new(RefCell::new(Limiter::new(r)))),
             answers: RefCell::default(),
             tsig_keys: config.tsig_keys,
+            in_force: Rc::default(),
         };
         if let Some(previous) = previous {
             carry::take_over(&mut inner, &previous.inner);
+            inner.in_force = previous.inner.in_force.clone();
         }
         Self {
             inner: Rc::new(inner),
         }
+    }
+
+    /// Makes this server the one in force for the service it was started for: the TCP
+    /// connections its predecessors accepted have their next questions answered by it
+    /// (a reload or a transfer calls this when it commits; a server started on its own
+    /// is in force for its own connections without it).
+    pub fn put_in_force(&self) {
+        *self.inner.in_force.borrow_mut() = self.downgrade();
+    }
+
+    /// The server in force for this one's service, when another is.
+    pub(crate) fn succeeded_by(&self) -> Option<DnsServer> {
+        let current = self.inner.in_force.borrow().upgrade()?;
+        (!Rc::ptr_eq(&current.inner, &self.inner)).then_some(current)
     }
 
     /// A handle that does not keep the server alive (for the upstream ports, which the
@@ -600,7 +621,7 @@ impl DnsServer {
 
 /// A [`DnsServer`] that may be gone: what a service keeps of the server it ran last, to
 /// hand it to its successor after a reload without keeping it alive.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct WeakServer(std::rc::Weak<Inner>);
 
 impl std::fmt::Debug for WeakServer {

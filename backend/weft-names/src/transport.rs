@@ -212,10 +212,13 @@ impl Waiting {
 struct Question {
     waiting: Rc<Waiting>,
     transport: Transport,
+    /// The server asked, kept until it answers: the connection may move on to its
+    /// successor meanwhile, and its upstream ports are where the answer comes back.
+    _asked: DnsServer,
 }
 
 impl Question {
-    fn new(waiting: &Rc<Waiting>, transport: &Transport) -> Self {
+    fn new(waiting: &Rc<Waiting>, transport: &Transport, asked: &DnsServer) -> Self {
         let count = waiting.count.get() + 1;
         waiting.count.set(count);
         if count >= MAX_WAITING_PER_CONNECTION && !waiting.paused.replace(true) {
@@ -224,6 +227,7 @@ impl Question {
         Self {
             waiting: waiting.clone(),
             transport: transport.clone(),
+            _asked: asked.clone(),
         }
     }
 
@@ -274,8 +278,15 @@ impl StringHandler for DnsTcp {
         transport.set_tcp_notsent_lowat(weft::transport::NOTSENT_LOWAT);
     }
 
+    /// Each question is answered by the service's server in force: after a reload or a
+    /// transfer, the zones, keys and transfer rules it put in force, not those the
+    /// connection was accepted under (a question waiting on an upstream keeps the server
+    /// it asked).
     fn string_received(&mut self, transport: &Transport, data: &[u8]) {
-        let question = Question::new(&self.waiting, transport);
+        if let Some(current) = self.server.succeeded_by() {
+            self.server = current;
+        }
+        let question = Question::new(&self.waiting, transport, &self.server);
         let outcome = self.server.handle(
             data,
             Via::Tcp,

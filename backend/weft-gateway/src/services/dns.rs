@@ -187,6 +187,14 @@ impl super::Kind for DnsKind {
         );
         let (server, bound) = listening?;
         shared.started(name, &server);
+        // The TCP connections of the server it replaces ask this one from their next
+        // question on, once the reload (or the transfer) commits.
+        let in_force = server.downgrade();
+        reactor.at_commit(move || {
+            if let Some(server) = in_force.upgrade() {
+                server.put_in_force();
+            }
+        });
         env.views.set(name, Self::NAME, std::sync::Arc::new(view));
         Ok(bound)
     }

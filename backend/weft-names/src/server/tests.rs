@@ -501,3 +501,105 @@ fn an_error_answer_whose_tsig_record_would_pass_512_bytes_over_udp_goes_without_
         }
     }
 }
+
+/// The answers a TCP connection's wire holds, unframed, in order.
+fn framed_answers(wire: &mut weft::testing::StringTransport) -> Vec<Message> {
+    let mut out: &[u8] = wire.value();
+    let mut answers = Vec::new();
+    while out.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([out[0], out[1]]));
+        answers.push(Message::from_vec(&out[2..2 + len]).unwrap());
+        out = &out[2 + len..];
+    }
+    answers
+}
+
+/// A TCP connection open across a reload is answered by the server the reload put in
+/// force from its next question on; a question it asked before waits on the server it
+/// asked, which lives until the answer goes out, though nothing else holds it.
+#[test]
+fn a_tcp_connection_moves_to_the_server_in_force_and_its_waiting_question_is_still_answered() {
+    use weft::framing::Int16StringReceiver;
+    let h = harness(EXAMPLE, true);
+    let frame = |m: &Message| {
+        let packet = m.to_vec().unwrap();
+        let mut framed = u16::try_from(packet.len()).unwrap().to_be_bytes().to_vec();
+        framed.extend_from_slice(&packet);
+        framed
+    };
+    let mut wire = weft::testing::StringTransport::new();
+    let mut connection = Int16StringReceiver::new(crate::DnsTcp::new(h.server.clone()));
+    wire.receive(
+        &mut connection,
+        &frame(&query(1, "a.elsewhere.test.", RecordType::A)),
+    );
+    let up = h.upstream_query();
+    let port = h.port_of(up.metadata.id);
+    let asked = h.server.downgrade();
+
+    let edited = EXAMPLE
+        .replace("2024010101 ;", "2024010102 ;")
+        .replace("www     300 IN A 192.0.2.10", "www     300 IN A 192.0.2.11");
+    let config = DnsConfig {
+        zones: catalog(&edited),
+        forward: vec![UPSTREAM.parse().unwrap()],
+        timeout: Duration::from_secs(2),
+        ..DnsConfig::default()
+    };
+    let next = DnsServer::succeeding(
+        config,
+        ServiceMetrics::detached("dns"),
+        h.wire.clone(),
+        Some(&h.server),
+    );
+    let Harness {
+        server: replaced,
+        clock: _clock,
+        _installed,
+        ..
+    } = h;
+    drop(replaced);
+    wire.receive(
+        &mut connection,
+        &frame(&query(2, "www.example.test.", RecordType::A)),
+    );
+    let old = framed_answers(&mut wire);
+    assert_eq!(old.len(), 1);
+    assert_eq!(
+        old[0].answers[0].data,
+        RData::A(A::new(192, 0, 2, 10)),
+        "not in force until the reload commits"
+    );
+
+    next.put_in_force();
+    wire.receive(
+        &mut connection,
+        &frame(&query(3, "www.example.test.", RecordType::A)),
+    );
+    let answers = framed_answers(&mut wire);
+    assert_eq!(answers.len(), 2);
+    assert_eq!(
+        (answers[1].metadata.id, &answers[1].answers[0].data),
+        (3, &RData::A(A::new(192, 0, 2, 11))),
+        "the next question is answered by the zone put in force"
+    );
+
+    let replaced = asked
+        .upgrade()
+        .expect("kept for the question waiting on it");
+    replaced
+        .upstream_received(
+            &a_answer(&up, 60).to_vec().unwrap(),
+            UPSTREAM.parse().unwrap(),
+            port,
+        )
+        .unwrap();
+    drop(replaced);
+    let answers = framed_answers(&mut wire);
+    assert_eq!(answers.len(), 3, "the waiting question is answered");
+    assert_eq!(answers[2].metadata.id, 1);
+    assert!(
+        asked.upgrade().is_none(),
+        "and the replaced server freed once it is"
+    );
+}

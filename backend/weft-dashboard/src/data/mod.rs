@@ -46,9 +46,14 @@ pub fn parse_id<T: std::str::FromStr>(raw: &str) -> Option<T> {
 }
 
 /// [`parse_id`] for the JSON API: a `400` naming what `raw` should have been (and not
-/// repeating it).
-pub fn api_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
-    parse_id(raw).ok_or_else(|| ApiError::BadRequest(format!("a {what} id is a whole number")))
+/// repeating it); a whole number too large to be an id is one no `what` has, `404`.
+pub fn api_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
+    parse_id(raw).ok_or_else(
+        || match !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            true => ApiError::NotFound(what),
+            false => ApiError::BadRequest(format!("a {what} id is a whole number")),
+        },
+    )
 }
 
 /// A capped list and how many rows the cap hid.

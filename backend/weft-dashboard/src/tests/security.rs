@@ -306,6 +306,15 @@ async fn a_bad_id_gets_the_not_found_page_and_the_api_a_json_400() {
         assert_eq!(a.kind, "application/json", "{path}");
         assert!(a.json()["error"].as_str().unwrap().contains("whole number"));
     }
+    // A whole number too large to be an id is one nothing has.
+    for path in [
+        "/api/deferreds/99999999999999999999",
+        "/api/connections/99999999999999999999",
+    ] {
+        let a = get(app.clone(), path).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!a.body.contains("whole number"), "{path}: {}", a.body);
+    }
     let action = request(
         "POST",
         "/api/connections/abc/close",

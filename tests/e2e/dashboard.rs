@@ -323,6 +323,15 @@ fn a_peer_that_tries_too_many_wrong_tokens_waits_whatever_it_presents_and_others
         Some(f64::from(4 * BURST - 1) + 1.0),
         "every wrong token and the request without one: {metrics}"
     );
+    // And logged, naming the peer: an operator can see who guesses.
+    let log = app.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("dashboard refused a request")
+                && l.contains("too many wrong tokens")
+                && l.contains("peer=127.0.0.1")),
+        "{log}"
+    );
     // Once it has waited, it may try again.
     std::thread::sleep(Duration::from_secs(wait));
     assert_eq!(bearer("/api/services", TOKEN).status, 200);

@@ -18,6 +18,7 @@ use weft_telemetry::{ReloadOutcome, ReloadResult};
 
 use crate::error::ApiError;
 use crate::metrics::Refusal;
+use crate::server::Peer;
 use crate::state::{DashboardState, ReloadRefused};
 
 /// How long `POST /api/reload` waits for the outcome.
@@ -145,6 +146,7 @@ impl From<ReloadOutcome> for Reloaded {
 
 pub(crate) async fn reload(
     State(state): State<DashboardState>,
+    extensions: axum::http::Extensions,
 ) -> Result<(StatusCode, Json<Reloaded>), ApiError> {
     let reloader = state.reloader.as_ref().ok_or(ApiError::Unavailable(
         "this dashboard's program does not reload its configuration",
@@ -152,7 +154,9 @@ pub(crate) async fn reload(
     let answer = match reloader.request() {
         Ok(answer) => answer,
         Err(ReloadRefused::Busy) => {
-            state.metrics.refused(Refusal::ReloadBusy);
+            state
+                .metrics
+                .refused(Refusal::ReloadBusy, Peer::of(&extensions));
             return Err(ApiError::Unavailable(
                 "reloads are already queued; try again when they are done",
             ));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Form;
 use axum::extract::{Request, State};
-use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -107,10 +107,10 @@ pub(crate) async fn require_token(
         return next.run(request).await;
     }
     if let Some(given) = bearer(request.headers()) {
-        let peer = request.extensions().get::<Peer>().map(|p| p.0);
+        let peer = Peer::of(request.extensions());
         let now = Instant::now();
         if let Err(wait) = state.attempts.admit(peer, now) {
-            state.metrics.refused(Refusal::TokenAttempts);
+            state.metrics.refused(Refusal::TokenAttempts, peer);
             return too_many_attempts(path, wait);
         }
         if same(given.as_bytes(), token.as_bytes()) {
@@ -118,7 +118,9 @@ pub(crate) async fn require_token(
         }
         state.attempts.wrong(peer, given.as_bytes(), now);
     }
-    state.metrics.refused(Refusal::Token);
+    state
+        .metrics
+        .refused(Refusal::Token, Peer::of(request.extensions()));
     let is_page = request.method() == Method::GET
         && !path.starts_with("/api/")
         && path != "/metrics"
@@ -140,9 +142,12 @@ pub(crate) async fn require_token(
     (StatusCode::UNAUTHORIZED, challenge, format!("{NEEDS}\n")).into_response()
 }
 
-/// Whether `headers` prove the request came from a page of this dashboard (or from a
-/// client that holds the bearer token, which no other site can make a browser send).
-pub(crate) fn same_origin(state: &DashboardState, headers: &HeaderMap) -> bool {
+/// Whether `headers` prove the request for `target` came from a page of this dashboard
+/// (or from a client that holds the bearer token, which no other site can make a browser
+/// send): its `Origin` names the host the request was accepted for, an absolute-form
+/// target's authority when it has one (which the `Host` check took in place of the
+/// field, RFC 9112 §3.2.2), else its `Host`.
+pub(crate) fn same_origin(state: &DashboardState, target: &Uri, headers: &HeaderMap) -> bool {
     if let (Some(token), Some(given)) = (state.token.as_deref(), bearer(headers))
         && same(given.as_bytes(), token.as_bytes())
     {
@@ -158,7 +163,10 @@ pub(crate) fn same_origin(state: &DashboardState, headers: &HeaderMap) -> bool {
         let Ok(origin) = origin.to_str() else {
             return false;
         };
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let host = match target.authority() {
+            Some(authority) => Some(authority.as_str()),
+            None => headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+        };
         let origin_host = origin
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"));
@@ -190,7 +198,9 @@ pub(crate) async fn refuse_cross_site_fetches(
             Some("object" | "embed" | "iframe" | "frame")
         );
     if foreign && !navigation {
-        state.metrics.refused(Refusal::CrossSite);
+        state
+            .metrics
+            .refused(Refusal::CrossSite, Peer::of(request.extensions()));
         return ApiError::Forbidden(
             "a request another site's page made the browser send is refused (Sec-Fetch-Site); \
              follow a link to the dashboard instead",
@@ -206,8 +216,10 @@ pub(crate) async fn require_same_origin(
     request: Request,
     next: Next,
 ) -> Response {
-    if request.method() == Method::POST && !same_origin(&state, request.headers()) {
-        state.metrics.refused(Refusal::CrossSite);
+    if request.method() == Method::POST && !same_origin(&state, request.uri(), request.headers()) {
+        state
+            .metrics
+            .refused(Refusal::CrossSite, Peer::of(request.extensions()));
         return ApiError::Forbidden(
             "actions need the bearer token or a request from this dashboard's own pages",
         )
@@ -262,6 +274,7 @@ pub(crate) struct LoginForm {
 
 pub(crate) async fn login(
     State(state): State<DashboardState>,
+    uri: Uri,
     headers: HeaderMap,
     extensions: Extensions,
     Form(form): Form<LoginForm>,
@@ -270,14 +283,14 @@ pub(crate) async fn login(
     let Some(token) = state.token.as_deref() else {
         return Redirect::to(&next).into_response();
     };
-    if !same_origin(&state, &headers) {
-        state.metrics.refused(Refusal::CrossSite);
+    let peer = Peer::of(&extensions);
+    if !same_origin(&state, &uri, &headers) {
+        state.metrics.refused(Refusal::CrossSite, peer);
         return ApiError::Forbidden("sign in from this dashboard's own login page").into_response();
     }
-    let peer = extensions.get::<Peer>().map(|p| p.0);
     let now = Instant::now();
     if let Err(wait) = state.attempts.admit(peer, now) {
-        state.metrics.refused(Refusal::TokenAttempts);
+        state.metrics.refused(Refusal::TokenAttempts, peer);
         let secs = retry_after(wait);
         let page = Login {
             next,
@@ -288,7 +301,7 @@ pub(crate) async fn login(
     }
     if !same(form.token.as_bytes(), token.as_bytes()) {
         state.attempts.wrong(peer, form.token.as_bytes(), now);
-        state.metrics.refused(Refusal::Token);
+        state.metrics.refused(Refusal::Token, peer);
         let failed = Login {
             next,
             failed: true,

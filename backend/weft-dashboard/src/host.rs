@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use crate::DashboardState;
 use crate::error::ApiError;
 use crate::metrics::Refusal;
+use crate::server::Peer;
 
 /// The port a `Host` without one names (the dashboard speaks plain HTTP).
 const DEFAULT_PORT: u16 = 80;
@@ -192,7 +193,9 @@ pub(crate) async fn require_known_host(
     if head_size(&request) > crate::server::MAX_HEAD {
         // hyper bounds what it buffers by `MAX_HEAD`, but a head that arrives in one read
         // can be parsed whole past it; what is promised is checked here.
-        state.metrics.refused(Refusal::HeadTooLarge);
+        state
+            .metrics
+            .refused(Refusal::HeadTooLarge, Peer::of(request.extensions()));
         return ApiError::HeadTooLarge(format!(
             "the request head is over {} KiB",
             crate::server::MAX_HEAD >> 10
@@ -235,7 +238,9 @@ pub(crate) async fn require_known_host(
         }
         Err(why) => ApiError::BadRequest(format!("the Host header is {why}")).into_response(),
     };
-    state.metrics.refused(Refusal::Host);
+    state
+        .metrics
+        .refused(Refusal::Host, Peer::of(request.extensions()));
     refusal
 }
 

@@ -2,6 +2,9 @@
 //! them): what it refused, its live clients and why they left, and history it could not
 //! read.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Why a request was refused (the `reason` of `weft_dashboard_refused_total`).
@@ -77,6 +80,32 @@ impl Refusal {
             Self::IdleEvicted => "idle_evicted",
         }
     }
+
+    /// What the refusal means, for its log line.
+    fn meaning(self) -> &'static str {
+        match self {
+            Self::Host => "its Host is missing, repeated or not one of the dashboard's names",
+            Self::Token => "it did not present the token",
+            Self::TokenAttempts => "its peer presented too many wrong tokens and must wait",
+            Self::CrossSite => "another site's page made the browser send it",
+            Self::Handshake => "a malformed WebSocket handshake",
+            Self::LiveClients => "the live feed serves max_live_clients already",
+            Self::LimitPeer => "its peer holds max_connections_per_peer connections already",
+            Self::LimitTotal => "the dashboard holds max_connections connections already",
+            Self::ReloadBusy => "as many reloads as the queue holds wait already",
+            Self::HeadTooLarge => "its head is too large",
+            Self::Malformed => "its head is malformed",
+            Self::HeadTimeout => "its head was begun and not finished in time",
+            Self::Body => "its body is too large, broke off or came too slowly",
+            Self::IdleEvicted => "an idle connection closed to make room for a new one",
+        }
+    }
+}
+
+/// The name the dashboard's refusals are logged under, for their line budget.
+fn dashboard() -> &'static Arc<str> {
+    static NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| Arc::from("dashboard"))
 }
 
 /// Why a `/ws` client left (the `reason` of `weft_dashboard_live_disconnects_total`).
@@ -223,8 +252,16 @@ impl DashboardMetrics {
         }
     }
 
-    pub(crate) fn refused(&self, why: Refusal) {
+    /// Counts a refusal of a request or connection from `peer` and logs it at `info`,
+    /// naming the peer and why (a guesser of the token, a page of another site), as the
+    /// services log the bad input they handle: at most [`weft::observe::LOG_BURST`] lines
+    /// a second for each reason, the first after some were left out saying how many.
+    pub(crate) fn refused(&self, why: Refusal, peer: Option<IpAddr>) {
         self.refused.0[why as usize].inc();
+        if let Some(suppressed) = weft::observe::log_line_budget(dashboard(), why.as_str()) {
+            let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
+            tracing::info!(%peer, reason = why.as_str(), suppressed, "dashboard refused a request: {}", why.meaning());
+        }
     }
 
     pub(crate) fn history_failed(&self, why: HistoryFailure) {
@@ -256,7 +293,7 @@ mod tests {
         let m = DashboardMetrics::new(&registry);
         for (n, r) in Refusal::ALL.into_iter().enumerate() {
             for _ in 0..=n {
-                m.refused(r);
+                m.refused(r, None);
             }
         }
         for (n, d) in Disconnect::ALL.into_iter().enumerate() {

@@ -99,7 +99,9 @@ pub(crate) async fn bounded_body(
             "the request body did not all come within {BODY_TIMEOUT:?}"
         )),
     };
-    state.metrics.refused(Refusal::Body);
+    state
+        .metrics
+        .refused(Refusal::Body, Peer::of(&parts.extensions));
     let mut response = refused.into_response();
     // What is left of the body is not read: the connection cannot carry another request.
     response.headers_mut().insert(
@@ -166,12 +168,12 @@ pub async fn serve(
         let (place, evicted) = match places.take(peer.ip()) {
             Ok(taken) => taken,
             Err(refusal) => {
-                state.metrics.refused(refusal);
+                state.metrics.refused(refusal, Some(peer.ip()));
                 continue;
             }
         };
         if evicted {
-            state.metrics.refused(Refusal::IdleEvicted);
+            state.metrics.refused(Refusal::IdleEvicted, None);
         }
         let activity = place.activity.clone();
         let placed = Placed { stream, place };
@@ -249,13 +251,13 @@ async fn connection(
     };
     if let Err(error) = served {
         if error.is_parse_too_large() {
-            metrics.refused(Refusal::HeadTooLarge);
+            metrics.refused(Refusal::HeadTooLarge, Some(peer.0));
         } else if error.is_parse() {
-            metrics.refused(Refusal::Malformed);
+            metrics.refused(Refusal::Malformed, Some(peer.0));
         } else if error.is_timeout() && activity.head_begun.load(Ordering::Relaxed) {
             // Idle between requests is routine; a head begun and not done is a slow
             // client's (or a slowloris's).
-            metrics.refused(Refusal::HeadTimeout);
+            metrics.refused(Refusal::HeadTimeout, Some(peer.0));
         }
         // A client going away or timing out is routine.
         tracing::debug!(%error, "dashboard connection ended");
@@ -265,6 +267,13 @@ async fn connection(
 /// The address a request came from, in its extensions (requests served by [`serve`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(pub(crate) IpAddr);
+
+impl Peer {
+    /// The address `extensions` say their request came from.
+    pub(crate) fn of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+        extensions.get::<Self>().map(|p| p.0)
+    }
+}
 
 /// Errors of one connection that `accept` reports; the listener is fine.
 fn is_connection_error(e: &io::Error) -> bool {

@@ -21,6 +21,7 @@ use super::handshake;
 use super::session::{Ended, Incoming, Violation, serve};
 use crate::error::ApiError;
 use crate::metrics::{Disconnect, Refusal};
+use crate::server::Peer;
 use crate::state::DashboardState;
 
 /// The largest message (and frame) a client may send. Pages send nothing but the close;
@@ -80,20 +81,28 @@ impl Drop for Admission {
 pub(crate) async fn ws(State(state): State<DashboardState>, mut request: Request) -> Response {
     let headers = request.headers();
     // Browsers always send an Origin on a WebSocket; another site's must not read the feed.
-    if headers.contains_key(header::ORIGIN) && !crate::auth::same_origin(&state, headers) {
-        state.metrics.refused(Refusal::CrossSite);
+    if headers.contains_key(header::ORIGIN)
+        && !crate::auth::same_origin(&state, request.uri(), headers)
+    {
+        state
+            .metrics
+            .refused(Refusal::CrossSite, Peer::of(request.extensions()));
         return ApiError::Forbidden("the live feed only serves this dashboard's own pages")
             .into_response();
     }
     let accept = match handshake::check(request.method(), request.version(), headers) {
         Ok(accept) => accept,
         Err(refused) => {
-            state.metrics.refused(Refusal::Handshake);
+            state
+                .metrics
+                .refused(Refusal::Handshake, Peer::of(request.extensions()));
             return refused.into_response();
         }
     };
     let Some(admission) = Admission::new(&state) else {
-        state.metrics.refused(Refusal::LiveClients);
+        state
+            .metrics
+            .refused(Refusal::LiveClients, Peer::of(request.extensions()));
         return ApiError::Unavailable(
             "the live feed serves as many clients as [dashboard] max_live_clients allows; \
              try again later",

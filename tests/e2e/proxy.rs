@@ -316,6 +316,43 @@ fn a_pair_cut_by_its_idle_timeout_is_reset_on_both_sides() {
     drop(app);
 }
 
+/// A client sending steadily to an upstream that stopped reading is not the one cut as
+/// idle: its reading is paused while the upstream's side holds what it sent, so the
+/// upstream's side is aborted as `send_timeout` (output stuck for the idle timeout) and
+/// the client reset with it. The client was timed out as idle before, and the upstream
+/// counted aborted, so the close reasons named the wrong peer.
+#[test]
+fn an_upstream_that_stops_reading_is_cut_as_send_timeout_not_its_client_as_idle() {
+    let (app, _, _, client, served) = proxy_to_own_upstream_with("idle_timeout = \"1s\"");
+    client.set_nonblocking(true).unwrap();
+    let mut client = client;
+    let started = Instant::now();
+    let chunk = [5u8; 65_536];
+    // Sending as fast as the proxy takes it, for three idle timeouts or until cut.
+    while started.elapsed() < Duration::from_secs(3) {
+        match client.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => break,
+        }
+    }
+    let closed = |reason: &str| {
+        app.metric(&format!(
+            r#"weft_connections_closed_total{{reason="{reason}",service="proxy",transport="tcp"}}"#
+        ))
+        .unwrap_or(0.0)
+    };
+    assert_eventually!(
+        closed("send_timeout") == 1.0,
+        "the side whose peer stopped reading is cut as send_timeout\n{}",
+        app.log()
+    );
+    assert_eq!(closed("timeout"), 0.0, "{}", app.log());
+    drop((served, app));
+}
+
 /// A client that keeps reading, however slowly next to what is sent, is not idle: the
 /// proxy writes to it each time it has taken some (TCP_NOTSENT_LOWAT), rather than once
 /// megabytes the kernel holds for it are gone, so a steady download outlasts many idle

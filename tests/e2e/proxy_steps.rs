@@ -228,6 +228,19 @@ fn cancelling_a_connection_stuck_connecting_upstream_resets_the_client_and_drops
         (connecting_to(upstream.addr) == 0).then_some(()),
         "the connect is dropped"
     );
+    // An operator's cancel, as a close from the dashboard is: no I/O error.
+    let closed = |reason: &str| {
+        app.metric(&format!(
+            r#"weft_connections_closed_total{{reason="{reason}",service="proxy",transport="tcp"}}"#
+        ))
+        .unwrap_or(0.0)
+    };
+    crate::assert_eventually!(
+        closed("aborted") == 1.0,
+        "the client's connection closed as aborted\n{}",
+        app.log()
+    );
+    assert_eq!(closed("error"), 0.0);
 }
 
 #[test]

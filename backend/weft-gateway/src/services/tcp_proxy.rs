@@ -20,6 +20,11 @@
 //!   client whose upstream cannot be reached is reset too: a clean end of stream would
 //!   pass for the whole answer (or an empty one).
 //!
+//! A side whose reading is paused by the other's back-pressure is not idle: it waits on
+//! the other side's peer. The upstream's side has the client's idle timeout as its send
+//! timeout, so an upstream that stops reading what the client sends is the side aborted
+//! (`send_timeout`), its client reset with it, however steadily the client sent.
+//!
 //! Both sides have `TCP_NOTSENT_LOWAT` set for the client's idle timeout
 //! (`limits::keep_steady_readers`): a peer that reads steadily has the proxy write to it
 //! often enough that neither side is taken for idle while the kernel holds megabytes for
@@ -206,9 +211,8 @@ impl Protocol for Downstream {
                 // failed leaves it.
                 _ = &mut chain => {
                     tracing::info!(%endpoint, peer = %down.peer(), "a connection's upstream connect was cancelled from the inspector; resetting the client");
-                    down.abort_connection_with(CloseReason::Error(format!(
-                        "cancelled from the inspector while connecting upstream {endpoint}"
-                    )));
+                    // An operator's doing, as a close from the dashboard is: aborted.
+                    down.abort_connection();
                     return;
                 }
                 why = client_left => {
@@ -324,6 +328,9 @@ struct Upstream {
 impl Protocol for Upstream {
     fn connection_made(&mut self, transport: &Transport) {
         relaying(transport, self.down.idle_timeout());
+        // The client's idle timeout ends a quiet pair; an upstream that stops reading
+        // what the client sends is cut by this one, the client's side waiting on it.
+        transport.set_send_timeout(self.down.idle_timeout());
         self.me = Some(transport.clone());
     }
 

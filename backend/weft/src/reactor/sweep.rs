@@ -1,6 +1,6 @@
-//! Connection deadlines: idle timeouts, and closes that cannot finish because the peer
-//! stopped reading (output blocked on a full socket, with no progress for the close
-//! timeout: aborted as [`CloseReason::SendTimeout`]).
+//! Connection deadlines: idle timeouts, and closes (or send timeouts) that cannot finish
+//! because the peer stopped reading (output blocked on a full socket, with no progress
+//! for the close timeout or the send timeout: aborted as [`CloseReason::SendTimeout`]).
 //!
 //! One sweep over the open connections a few times per shortest deadline, instead of a
 //! timer per connection: reads and writes already stamp each connection's last activity,
@@ -87,7 +87,7 @@ fn sweep(reactor: &Reactor) {
                 tracing::debug!(
                     connection = %transport.id(),
                     buffered = transport.buffered(),
-                    "closing made no progress: the peer is not reading; aborting"
+                    "output made no progress: the peer is not reading; aborting"
                 );
                 transport.abort_with(CloseReason::SendTimeout);
             }

@@ -134,6 +134,9 @@ pub(crate) struct Shared {
     /// The idle timeout resets the connection rather than closing it
     /// ([`Transport::reset_on_idle_timeout`]).
     reset_when_idle: Cell<bool>,
+    /// Abort after this long with output waiting and nothing read or written, idle timeout
+    /// or not ([`Transport::set_send_timeout`]).
+    send_timeout: Cell<Option<Duration>>,
     /// Once the protocol counts activity itself ([`Transport::count_activity_by_marks`]):
     /// the stopwatch's reading at its last mark, which the idle timeout runs from instead
     /// of the last byte read or written.
@@ -161,8 +164,8 @@ struct PendingTls {
 pub(crate) enum Expired {
     /// Nothing moved for its idle timeout: close it, flushing what is buffered.
     Idle,
-    /// It was asked to close, but its output made no progress for the close timeout (the
-    /// peer stopped reading): drop it and what is buffered.
+    /// Its output made no progress for the close timeout once asked to close, or for
+    /// its send timeout (the peer stopped reading): drop it and what is buffered.
     Stuck,
 }
 
@@ -196,6 +199,7 @@ impl Transport {
                 producer: RefCell::new(None),
                 idle_timeout: Cell::new(None),
                 reset_when_idle: Cell::new(false),
+                send_timeout: Cell::new(None),
                 marked: Cell::new(None),
                 close_requested: Cell::new(Duration::ZERO),
                 reason: RefCell::new(None),
@@ -560,6 +564,10 @@ impl Transport {
     /// Registers the producer to pause when this transport's buffer is too full
     /// (Twisted's `registerProducer(producer, True)`); [`ProducerRegistered`] when one is
     /// already (a second would never be told of the pressure the first was paused for).
+    /// A connection registered as another's producer is not idle while this one's
+    /// back-pressure pauses it: this transport's own deadlines (its output stuck for its
+    /// idle timeout, [`CloseReason::SendTimeout`]) end the wait, and its close stops the
+    /// producer.
     pub fn register_producer(
         &self,
         producer: Rc<dyn PushProducer>,
@@ -669,6 +677,20 @@ impl Transport {
         self.shared.idle_timeout.get()
     }
 
+    /// Aborts the connection as [`CloseReason::SendTimeout`] when its output waits on a
+    /// peer that has taken none of it, and nothing was read either, for `timeout`, with
+    /// or without an idle timeout (which, shorter, comes first). For the upstream side of
+    /// a relay, which is not idle for waiting on its partner's peer, but must not hold
+    /// what its partner sent for a peer that stopped reading.
+    pub fn set_send_timeout(&self, timeout: Option<Duration>) {
+        self.shared.send_timeout.set(timeout);
+        if let Some(timeout) = timeout
+            && let Some(reactor) = crate::reactor::Reactor::try_current()
+        {
+            reactor.sweep_at_least_every(timeout);
+        }
+    }
+
     /// Makes the idle timeout reset the connection (as
     /// [`abort_connection`](Self::abort_connection) does, reason
     /// [`CloseReason::TimedOut`]) rather than close it cleanly: for a relay, whose peer
@@ -737,7 +759,22 @@ impl Transport {
                 return Some(Expired::Stuck);
             }
         }
+        if let Some(timeout) = self.shared.send_timeout.get()
+            && flags.write_blocked
+            && !flags.handshaking
+            && now.saturating_sub(last) >= timeout
+        {
+            return Some(Expired::Stuck);
+        }
         let timeout = self.shared.idle_timeout.get()?;
+        // Paused by a consumer's back-pressure, it waits on the consumer's peer to read:
+        // not idle. The consumer's deadline ends the wait (output stuck for its idle
+        // timeout: `SendTimeout`, and a consumer's close stops its producer); what the
+        // peer reads shows here as reading again. Else a client sending to an upstream
+        // that stopped reading, or reads slowly, was the one timed out.
+        if flags.pushed_back {
+            return None;
+        }
         let idle = match self.shared.marked.get() {
             Some(_) => self.idle(),
             None => now.saturating_sub(last),

@@ -233,6 +233,10 @@ fn durations_take_the_usual_units() {
         (" 5s", "spaces around it"),
         ("5s ", "spaces around it"),
         ("0", r#""0" has no unit; write it with one, such as "0s""#),
+        // A number parted from its unit, or from the next number (read as one: 3500 ms).
+        ("5 s", r#""5" is not a number with its unit"#),
+        ("3 500ms", r#""3" is not a number with its unit"#),
+        ("1h 30", r#""30" is not a number with its unit"#),
     ] {
         let e = err(&format!("[store]\nretention = {value:?}\n"));
         assert_eq!(at(&e), (Some(2), Some("store.retention")), "{e}");

@@ -1050,6 +1050,19 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.trim() != text {
         return Err("spaces around it".into());
     }
+    // Each number with its unit: humantime reads "3 500ms" as 3500 ms and "5 s" as 5 s,
+    // where a number alone, its unit left off or split away, says nothing of what it
+    // counts.
+    let unit_less = |w: &&str| {
+        !w.starts_with(|c: char| c.is_ascii_digit()) || w.ends_with(|c: char| c.is_ascii_digit())
+    };
+    if text.contains(char::is_whitespace)
+        && let Some(word) = text.split_whitespace().find(unit_less)
+    {
+        return Err(format!(
+            "{word:?} is not a number with its unit; write each number with its unit, no space between, such as \"1h 30m\""
+        ));
+    }
     let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     // Each unit by what one of it lasts, so that "1h 2hours" repeats one too.
     let mut seen: Vec<Duration> = Vec::new();

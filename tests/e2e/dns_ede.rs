@@ -143,6 +143,12 @@ fn a_forwarding_server_sets_ra_on_every_answer_and_an_authoritative_one_on_none(
         let formerr = exchange(&socket, port, &two).expect("an answer");
         assert_eq!(formerr.metadata.response_code, ResponseCode::FormErr);
         assert_eq!(formerr.metadata.recursion_available, ra, "FORMERR");
+        // A NOTIFY for a zone it is no secondary of: REFUSED, flagged alike.
+        let mut notify = query(2, "example.test.", RecordType::SOA, &[]);
+        notify.metadata.op_code = hickory_proto::op::OpCode::Notify;
+        let refused = exchange(&socket, port, &notify.to_vec().unwrap()).expect("an answer");
+        assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+        assert_eq!(refused.metadata.recursion_available, ra, "a NOTIFY refused");
         let flags = dig(port, &["www.example.test", "A"]);
         assert_eq!(
             flags.contains(" ra;") || flags.contains(" ra "),

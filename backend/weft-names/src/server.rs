@@ -307,6 +307,11 @@ impl DnsServer {
                 signer_of().as_ref().map(|s| s.key().clone())
             });
         if let Some((mut answer, rcode, zone)) = notified {
+            // RA says what the server offers (RFC 1035 section 4.1.1), on every answer of
+            // a server that forwards; set before the answer is signed.
+            if self.inner.forwarder.is_some() {
+                answer[3] |= 0x80;
+            }
             // Signed by a peer with a key of the service, the answer is signed too.
             if let Some(signer) = signer_of() {
                 metrics.transfer().tsig(TsigResult::Verified);
@@ -329,7 +334,14 @@ impl DnsServer {
                     && let Some(suppressed) = metrics.log_line("NOTIFY refused")
                 {
                     let from = client.map(|c| c.to_string()).unwrap_or_default();
-                    tracing::warn!(%from, suppressed, "a NOTIFY for no secondary zone of this service, or not from a primary of it (its address and key): refused");
+                    let key = signer_of().as_ref().map(|s| s.key().clone());
+                    let why = crate::transfer::notify_refusal(
+                        packet,
+                        secondaries,
+                        client.map(|c| c.ip()),
+                        key.as_ref(),
+                    );
+                    tracing::warn!(%from, suppressed, "a NOTIFY {why}: refused");
                 }
                 (Source::Refused, Outcome::Refused)
             } else {
@@ -368,10 +380,11 @@ impl DnsServer {
                 // RA says what the server offers, whatever the question (RFC 1035
                 // section 4.1.1): set on every answer of a server that forwards.
                 response.metadata.recursion_available = self.inner.forwarder.is_some();
-                // A question that decoded (of a class not served, say) names the row.
+                // A question that decoded (of a class not served, say) names the row; a
+                // refusal of what it asks is no malformed packet.
                 let source = match rcode {
-                    ResponseCode::Refused => Source::Refused,
-                    _ => Source::Malformed,
+                    ResponseCode::FormErr => Source::Malformed,
+                    _ => Source::Refused,
                 };
                 metrics.answered(
                     response.queries.first(),

@@ -70,9 +70,12 @@ pub enum Source {
     Cache,
     /// This upstream's answer.
     Upstream(SocketAddr),
-    /// REFUSED: outside the zones with nowhere to forward, or a type not served.
+    /// A question this server does not answer, well formed: REFUSED (outside the zones
+    /// with nowhere to forward, a class or type not served, a transfer not allowed),
+    /// NOTIMP (an opcode, or AXFR over UDP), NOTAUTH (a transfer of no zone of its, a
+    /// key it does not hold), BADVERS.
     Refused,
-    /// An error answer to a packet that was not a query this server takes.
+    /// FORMERR: a packet that does not decode as a query.
     Malformed,
     /// SERVFAIL at once: a forwarding bound was reached.
     Busy,

@@ -185,9 +185,16 @@ fn a_duration_too_short_to_be_of_use_is_refused_naming_the_floor() {
             "at least 100ms",
         ),
         (
-            service("limits = { upstream_timeout = \"999us\" }"),
+            service("limits = { upstream_timeout = \"9ms\" }"),
             "service[0].limits.upstream_timeout",
-            "at least 1ms",
+            "at least 10ms: an upstream's answer would be given up",
+        ),
+        (
+            "[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:0\"\n\
+             forward = [\"192.0.2.1\"]\ntimeout = \"1ms\"\n"
+                .to_owned(),
+            "service[0].timeout",
+            "at least 10ms",
         ),
         (
             service("hsts_max_age = \"999ms\""),
@@ -204,7 +211,7 @@ fn a_duration_too_short_to_be_of_use_is_refused_naming_the_floor() {
         "[store]\nretention = \"1m\"\n[inspect]\nstall_after = \"10ms\"\nslow_callback = \"1ms\""
             .to_owned(),
         service(
-            "idle_timeout = \"100ms\"\nlimits = { request_timeout = \"100ms\", upstream_timeout = \"1ms\" }",
+            "idle_timeout = \"100ms\"\nlimits = { request_timeout = \"100ms\", upstream_timeout = \"10ms\" }",
         ),
         service("idle_timeout = \"0s\""),
     ] {

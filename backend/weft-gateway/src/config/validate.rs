@@ -1099,6 +1099,11 @@ fn floor(name: &str) -> (Duration, &'static str) {
             ": a client would be cut off before it could be served",
         ),
         "stall_after" => (10 * MS, ": every chain would be reported as stalled"),
+        // A forwarding DNS service's, and a proxy route's, wait on an upstream.
+        "timeout" | "upstream_timeout" | "upstream_connect_timeout" => (
+            10 * MS,
+            ": an upstream's answer would be given up before it could come",
+        ),
         "retention" => (
             Duration::from_secs(60),
             ": history would be pruned as it is written",

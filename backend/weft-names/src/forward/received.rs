@@ -71,8 +71,16 @@ impl Forwarder {
             let Some(entry) = by_id.get(&id).and_then(|seq| in_flight.get_mut(seq)) else {
                 let late = recent.contains(&id);
                 drop(state);
-                let why = format!("an answer from {from} to no query out (id {id})");
-                let reason = if late { Mismatch::Late } else { Mismatch::Id };
+                let (reason, why) = match late {
+                    true => (
+                        Mismatch::Late,
+                        format!("an answer from {from} after its query was given up (id {id})"),
+                    ),
+                    false => (
+                        Mismatch::Id,
+                        format!("an answer from {from} to no query out (id {id})"),
+                    ),
+                };
                 return self.mismatch(reason, why);
             };
             let at = entry

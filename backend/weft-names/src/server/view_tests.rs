@@ -31,7 +31,15 @@ fn every_answer_is_recorded_with_its_client_code_and_source() {
     chaos.queries[0].set_query_class(hickory_proto::rr::DNSClass::CH);
     // Refused, not bad input: no error reported for it.
     assert!(matches!(h.send(&chaos, Via::Udp), Outcome::Refused));
-    assert_eq!(h.inbox.borrow().len(), 7, "every query answered");
+    // An opcode not served (NOTIMP) is a refusal of what it asks, well formed; a packet
+    // that does not decode as a query (FORMERR) is malformed.
+    let mut status = query(8, "example.test.", RecordType::SOA);
+    status.metadata.op_code = hickory_proto::op::OpCode::Status;
+    h.send(&status, Via::Udp);
+    let mut two = query(9, "www.example.test.", RecordType::A);
+    two.queries.push(two.queries[0].clone());
+    h.send(&two, Via::Udp);
+    assert_eq!(h.inbox.borrow().len(), 9, "every query answered");
 
     let read = h.server.metrics().figures().read();
     let seen: Vec<_> = read
@@ -85,6 +93,8 @@ fn every_answer_is_recorded_with_its_client_code_and_source() {
                 ResponseCode::Refused,
                 Source::Refused
             ),
+            ("", None, ResponseCode::NotImp, Source::Refused),
+            ("", None, ResponseCode::FormErr, Source::Malformed),
         ]
     );
     assert!(

@@ -87,6 +87,13 @@ pub struct Secondary {
 }
 
 impl Secondary {
+    /// Whether `from` is the address of one of its primaries, whatever key it signs with.
+    pub(crate) fn primaries_at(&self, from: IpAddr) -> bool {
+        self.primaries
+            .iter()
+            .any(|p| p.addr.ip().to_canonical() == from.to_canonical())
+    }
+
     /// Whether a NOTIFY from `from`, signed with the key named `key` (verified) or not,
     /// comes from one of the zone's primaries: its address (an IPv4 one as itself or
     /// mapped into IPv6), and its key when it names one (NSD's `allow-notify` with the

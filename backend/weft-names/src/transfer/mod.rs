@@ -221,8 +221,9 @@ pub(crate) fn plan(
         counters.transfer(result);
         let source = match rcode {
             ResponseCode::NoError => Source::Zone,
-            ResponseCode::Refused => Source::Refused,
-            _ => Source::Malformed,
+            ResponseCode::FormErr => Source::Malformed,
+            // Not allowed, of no zone of this service, or AXFR over UDP.
+            _ => Source::Refused,
         };
         let asked = request.asked;
         metrics.answered(
@@ -344,6 +345,40 @@ pub(crate) fn notify_received(
         response.edns = message.edns.as_ref().map(wire::bare_opt);
     }
     Some((wire::encode(&response, None), rcode, zone))
+}
+
+/// Why [`notify_received`] refused `packet` from `from` (signed with `key`), for its log
+/// line: which of the zone, the address and the key did not fit.
+pub(crate) fn notify_refusal(
+    packet: &[u8],
+    secondaries: &[Secondary],
+    from: Option<IpAddr>,
+    key: Option<&Name>,
+) -> String {
+    let question = Message::from_vec(packet)
+        .ok()
+        .and_then(|m| m.queries.into_iter().next());
+    let Some(question) = question else {
+        return "no question".into();
+    };
+    let name = question.name();
+    if question.query_type() != RecordType::SOA || question.query_class() != DNSClass::IN {
+        return format!("for {name} {}, not a zone's SOA", question.query_type());
+    }
+    let Some(zone) = secondaries.iter().find(|s| s.origin == *name) else {
+        return format!("for {name}, no secondary zone of this service");
+    };
+    match from {
+        Some(ip) if zone.is_primary(ip, key) => format!("for {name}"),
+        Some(ip) if zone.primaries_at(ip) => format!(
+            "for {name} from a primary's address, not signed with its key ({})",
+            key.map_or_else(
+                || "no valid signature".to_owned(),
+                |k| format!("signed with {k}")
+            )
+        ),
+        _ => format!("for {name}, not from an address of its primaries"),
+    }
 }
 
 /// Where a transfer is in its zone: the next record to send, kept across messages.

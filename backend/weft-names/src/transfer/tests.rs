@@ -293,6 +293,27 @@ fn a_notify_from_a_primary_of_a_secondary_zone_is_taken_and_any_other_refused() 
         !refused(&keyed, "192.0.2.1", Some("XFR.example.")),
         "its key"
     );
+    // The log line says which of the zone, the address and the key did not fit.
+    let why = |zones: &[Secondary], from: &str, signed: Option<&str>| {
+        let key = signed.map(|k| Name::from_ascii(k).unwrap());
+        super::notify_refusal(&notify, zones, Some(from.parse().unwrap()), key.as_ref())
+    };
+    assert_eq!(
+        why(&[], "192.0.2.1", None),
+        "for example.test., no secondary zone of this service"
+    );
+    assert_eq!(
+        why(&plain, "192.0.2.2", None),
+        "for example.test., not from an address of its primaries"
+    );
+    assert_eq!(
+        why(&keyed, "192.0.2.1", Some("other.key.")),
+        "for example.test. from a primary's address, not signed with its key (signed with other.key.)"
+    );
+    assert_eq!(
+        why(&keyed, "192.0.2.1", None),
+        "for example.test. from a primary's address, not signed with its key (no valid signature)"
+    );
     let mut other = transfer_query(22, "other.test.", RecordType::SOA, None);
     other[2] |= 4 << 3;
     let got = super::notify_received(&other, &plain, from, || None).unwrap();

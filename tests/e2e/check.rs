@@ -1614,6 +1614,49 @@ fn a_configuration_that_is_no_regular_file_is_refused_at_once() {
     }
 }
 
+/// More listeners than the open-files limit leaves room for: `check` refuses the file,
+/// naming the limit, and `run` refuses it alike before it binds anything, where it bound
+/// the first couple of hundred and stopped at a bare "Too many open files".
+#[test]
+fn listeners_past_the_open_files_limit_are_refused_by_check_and_run_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let dashboard = free_port();
+    let ports: Vec<u16> = (0..300).map(|_| free_port()).collect();
+    let mut text = format!(
+        "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n[store]\npath = \"{}\"\n",
+        dir.path().join("weft.db").display()
+    );
+    for (i, port) in ports.iter().enumerate() {
+        text.push_str(&format!(
+            "[[service]]\nname = \"e{i}\"\nkind = \"echo\"\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n"
+        ));
+    }
+    let file = dir.path().join("weft.toml");
+    std::fs::write(&file, text).unwrap();
+    for command in ["check", "run"] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(r#"ulimit -n 256 && exec "$0" "$1" --config "$2""#)
+            .arg(weft_bin())
+            .arg(command)
+            .arg(&file)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains("need 301 open files")
+                && stderr.contains("the open files limit is 256"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            TcpStream::connect(("127.0.0.1", ports[0])).is_err(),
+            "{command} bound nothing"
+        );
+    }
+}
+
 /// `weft COMMAND --config FILE`, run to its end.
 fn weft_on(command: &str, file: &Path) -> std::process::Output {
     Command::new(weft_bin())

@@ -63,6 +63,8 @@ struct Holder {
 /// print (ports this configuration's running gateway holds), or the first refusal, naming
 /// the endpoint, its owner and the cause.
 pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    open_files_for_listeners(config, limit)?;
     let ours = Gateway::of(config, file);
     let mut notes = Vec::new();
     // The notes of stream listeners the running gateway holds, by whether the dashboard's.
@@ -300,6 +302,38 @@ fn endpoints(config: &Config) -> Vec<(&str, String, ServerEndpoint)> {
         .chain(demo)
         .filter_map(|(endpoint, owner)| Some((endpoint, owner, endpoint.parse().ok()?)))
         .collect()
+}
+
+/// Open files kept, beyond the listeners, for what `run` opens before it serves (the
+/// history file and its journal, access logs, each reactor's own) and its first
+/// connections.
+const FILES_BESIDE_LISTENERS: u64 = 64;
+
+/// Whether the listening sockets of `config` (each service's on every reactor, and the
+/// dashboard's) fit under the open-files limit `run` raises its own to (`limit`, the hard
+/// one; `None`: unlimited), with [`FILES_BESIDE_LISTENERS`] to spare: past it, `run`
+/// would stop part way through binding them, with a bare "Too many open files".
+fn open_files_for_listeners(config: &Config, limit: Option<u64>) -> Result<(), String> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let reactors = u64::from(config.gateway.reactors.max(1));
+    let listeners: u64 = config.services.iter().map(|s| s.listen.len() as u64).sum();
+    let needed = listeners * reactors + 1;
+    if needed + FILES_BESIDE_LISTENERS <= limit {
+        return Ok(());
+    }
+    let each = match reactors {
+        1 => String::new(),
+        n => format!(" on each of {n} reactors"),
+    };
+    Err(format!(
+        "the services' {listeners} listeners{each} and the dashboard's need {needed} open \
+         files, and the open files limit is {limit}, which leaves too little for the rest \
+         ({FILES_BESIDE_LISTENERS} are kept for the history file, logs and the first \
+         connections); raise the limit (`ulimit -n`, or LimitNOFILE= for systemd) or listen \
+         on fewer"
+    ))
 }
 
 /// The unix listeners of `config`: endpoint, owner, path.
@@ -557,6 +591,31 @@ mod tests {
         }
         assert_eq!(config_argument(&args("weft check a.toml")), None);
         assert_eq!(config_argument(&args("weft run")), None);
+    }
+
+    #[test]
+    fn listeners_past_the_open_files_limit_are_refused_before_any_is_bound() {
+        let services: String = (0..300)
+            .map(|i| {
+                format!(
+                    "[[service]]\nname = \"e{i}\"\nkind = \"echo\"\nlisten = \"tcp:0:interface=127.0.0.1\"\n"
+                )
+            })
+            .collect();
+        let config = Config::parse("weft.toml", &services).unwrap();
+        let refused = open_files_for_listeners(&config, Some(256)).unwrap_err();
+        assert!(
+            refused.contains("300 listeners and the dashboard's need 301 open files")
+                && refused.contains("limit is 256"),
+            "{refused}"
+        );
+        open_files_for_listeners(&config, Some(365)).unwrap();
+        open_files_for_listeners(&config, None).unwrap();
+        // Each reactor listens on its own sockets.
+        let two = format!("[gateway]\nreactors = 2\n{services}");
+        let config = Config::parse("weft.toml", &two).unwrap();
+        let refused = open_files_for_listeners(&config, Some(365)).unwrap_err();
+        assert!(refused.contains("on each of 2 reactors"), "{refused}");
     }
 
     #[test]

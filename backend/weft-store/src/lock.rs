@@ -77,6 +77,9 @@ pub(crate) struct WriterLock {
     pub(crate) previous_alive_ms: Option<i64>,
     /// When the heartbeat was last set.
     beat_at: std::time::Instant,
+    /// The process id is in the file: not when a full disk refused it at first, and the
+    /// heartbeat tries again, or a second writer's refusal could not name this one.
+    pid_written: bool,
 }
 
 /// How often the heartbeat is set: how long before its death a killed process's rows
@@ -128,17 +131,18 @@ impl WriterLock {
         // The process id only names the holder in another process's refusal: the lock is
         // the `flock`. On a full disk it cannot be written, and the history is then served
         // without being written (see `Store::open_with`), not refused over it.
-        if let Err(error) = file
-            .set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| writeln!(file, "{}", std::process::id()))
-        {
-            tracing::warn!(lock = %path.display(), %error, "cannot write the process id into the history file's lock file; holding the lock without it");
-        }
+        let pid_written = match write_pid(&mut file) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(lock = %path.display(), %error, "cannot write the process id into the history file's lock file; holding the lock without it, and trying again with each heartbeat");
+                false
+            }
+        };
         Ok(WriterLock {
             file,
             previous_alive_ms,
             beat_at: std::time::Instant::now(),
+            pid_written,
         })
     }
 
@@ -149,6 +153,12 @@ impl WriterLock {
         let now = std::time::Instant::now();
         if now.duration_since(self.beat_at) >= BEAT {
             self.beat_at = now;
+            if !self.pid_written && write_pid(&mut self.file).is_ok() {
+                self.pid_written = true;
+                tracing::info!(
+                    "wrote the process id into the history file's lock file, which a full disk had refused"
+                );
+            }
             let _ = self.file.set_modified(std::time::SystemTime::now());
         }
     }
@@ -215,6 +225,13 @@ fn holding_deleted(lock: &Path) -> Option<u32> {
         })
 }
 
+/// Writes this process's id into the lock file, in place of what it held.
+fn write_pid(file: &mut File) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())
+}
+
 /// The process id a holder wrote, if the file holds one.
 fn read_pid(file: &mut File) -> Option<u32> {
     let mut text = String::new();
@@ -256,6 +273,26 @@ mod tests {
         assert_eq!(writer_pid(&db), None, "a clean release clears the id");
         let again = WriterLock::acquire(&db).expect("free again");
         drop(again);
+    }
+
+    /// A full disk at the start refused the id; the heartbeat writes it once there is
+    /// room, so a second writer's refusal names the holder again.
+    #[test]
+    fn an_id_the_disk_refused_at_first_is_written_by_a_later_heartbeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("weft.db");
+        let mut lock = WriterLock::acquire(&db).unwrap();
+        // As a full disk leaves it: an empty file, the id not written.
+        lock.file.set_len(0).unwrap();
+        lock.pid_written = false;
+        assert_eq!(writer_pid(&db), None);
+        lock.beat_at -= BEAT;
+        lock.beat();
+        assert_eq!(writer_pid(&db), Some(std::process::id()));
+        match WriterLock::acquire(&db) {
+            Err(StoreError::InUse { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
+            other => panic!("expected InUse, got {other:?}"),
+        }
     }
 
     #[test]

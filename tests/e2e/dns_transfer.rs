@@ -112,13 +112,9 @@ fn transfers(app: &App, result: &str) -> Option<f64> {
     ))
 }
 
-/// A TCP connection kept open across a reload (or a transfer, which puts its zone in
-/// service as a reload does) is answered by what the reload put in force from its next
-/// question on: a revoked `allow_transfer` refuses its next AXFR, and the zone edited
-/// answers it, where the connection was answered by the settings it was accepted under
-/// for as long as it kept asking.
-#[test]
-fn a_tcp_connection_open_across_a_reload_is_answered_by_the_new_zone_and_transfer_rules() {
+/// A service allowing transfers to 127.0.0.1, and a TCP connection to it that was
+/// sent one.
+fn transfer_allowed_to_a_connection() -> (App, TcpStream) {
     let port = free_port();
     let app = spawn_dns_app(
         dns_service("dns", port)
@@ -128,7 +124,18 @@ fn a_tcp_connection_open_across_a_reload_is_answered_by_the_new_zone_and_transfe
     );
     let mut s = tcp_connect(port);
     send_frame(&mut s, &query(1, "example.test.", RecordType::AXFR, None));
-    assert!(!transfer(&mut s).is_empty(), "allowed before the reload");
+    assert!(!transfer(&mut s).is_empty(), "allowed to start with");
+    (app, s)
+}
+
+/// A TCP connection kept open across a reload (or a transfer, which puts its zone in
+/// service as a reload does) is answered by what the reload put in force from its next
+/// question on: a revoked `allow_transfer` refuses its next AXFR, and the zone edited
+/// answers it, where the connection was answered by the settings it was accepted under
+/// for as long as it kept asking.
+#[test]
+fn a_tcp_connection_open_across_a_reload_is_answered_by_the_new_zone_and_transfer_rules() {
+    let (app, mut s) = transfer_allowed_to_a_connection();
     let www = |s: &mut TcpStream, id: u16| {
         send_frame(s, &query(id, "www.example.test.", RecordType::A, None));
         let (answer, _) = read_frame(s);
@@ -163,6 +170,45 @@ fn a_tcp_connection_open_across_a_reload_is_answered_by_the_new_zone_and_transfe
         "a transfer the reload revoked is refused on a connection open since before it"
     );
     assert!(refused.answers.is_empty());
+}
+
+/// Reloads that fail, rolled back, leave the server in force where it was: a later
+/// reload that commits still moves the connections open since before them. (The
+/// service remembered the servers those failed reloads started, and after two of them
+/// the one in force was forgotten, so the next reload's connections stayed behind.)
+#[test]
+fn a_tcp_connection_open_across_failed_reloads_moves_with_the_reload_that_commits() {
+    let (app, mut s) = transfer_allowed_to_a_connection();
+    // Two reloads that change the service and fail on a port another program holds.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let original = std::fs::read_to_string(app.config_path()).unwrap();
+    for serial in [2, 3] {
+        std::fs::write(
+            app.dir.path().join("example.test.zone"),
+            ZONE.replace("( 1 2h", &format!("( {serial} 2h")),
+        )
+        .unwrap();
+        app.edit_config(|_| {
+            format!(
+                "{original}\n[[service]]\nname = \"blocked\"\nkind = \"echo\"\n\
+                 listen = \"tcp:{taken}:interface=127.0.0.1\"\n"
+            )
+        });
+        app.reload_by_signal("failed");
+    }
+    app.edit_config(|_| {
+        original.replace(r#"allow_transfer = ["127.0.0.1"]"#, "allow_transfer = []")
+    });
+    app.reload_by_signal("ok");
+    send_frame(&mut s, &query(2, "example.test.", RecordType::AXFR, None));
+    let (refused, _) = read_frame(&mut s);
+    assert_eq!(
+        (refused.metadata.id, refused.metadata.response_code),
+        (2, ResponseCode::Refused),
+        "the reload that committed revoked the transfer on this connection too"
+    );
+    drop(held);
 }
 
 #[test]

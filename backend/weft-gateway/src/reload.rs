@@ -10,7 +10,8 @@
 //! record (see `services::dns_zones::InService`); then [`Running::apply`] applies the
 //! difference on the reactor thread: new services start, removed ones stop accepting and
 //! drain, changed ones are replaced while their open connections finish under the old
-//! settings, unchanged ones are not touched.
+//! settings (but an HTTP service's and a DNS service's, which are served by the new ones
+//! from their next request or question on), unchanged ones are not touched.
 //! A changed service keeps the sockets of the endpoints it still lists (they are handed to
 //! the new instance, never closed), so a reload racing with traffic loses no connection the
 //! kernel accepted; endpoints that moved are bound before the old ones stop, so an address

@@ -12,8 +12,10 @@
 //!   longer listed stop accepting. An HTTP service's keep-alive connections already open
 //!   are served by the new settings from their next request on (a request in flight
 //!   finishes under the old; the connection keeps its TLS session and the limits it was
-//!   accepted with); other kinds' connections finish under the settings they were
-//!   accepted with. A service whose kind changes drains the connections it had, as a
+//!   accepted with); a DNS service's TCP connections are answered by the new settings
+//!   from their next question on (a question waiting upstream, or a zone transfer being
+//!   sent, finishes under the old); other kinds' connections finish under the settings
+//!   they were accepted with. A service whose kind changes drains the connections it had, as a
 //!   removed one does. The per-peer cap of the new settings counts the connections the
 //!   old instance admitted;
 //! - removed: its listeners stop and its connections are drained: closed cleanly, and

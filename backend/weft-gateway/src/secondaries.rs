@@ -10,8 +10,9 @@
 //! transferred is checked as a zone file is (the text is parsed before the file is
 //! written, so a bad transfer never replaces a good copy), written to the zone's `file`
 //! and sent to the reload task ([`Install`]), which puts it in service through
-//! [`Running::apply`] as a reload would: connections finish under the zone they began
-//! with, the serial gauge follows, the service's `notify` peers hear of the new serial.
+//! [`Running::apply`] as a reload would: questions under way finish under the zone they
+//! began with, and open TCP connections are answered by the new one from their next
+//! question on; the serial gauge follows, the service's `notify` peers hear of the new serial.
 //! A copy no primary confirmed for the SOA's expire time stops being served (section
 //! 4.3.5: it "must" be thought obsolete), until a transfer succeeds again; the time of the
 //! last confirmation is the file's modification time, so it holds across restarts.

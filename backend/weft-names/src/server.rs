@@ -175,7 +175,9 @@ impl DnsServer {
     }
 
     /// [`DnsServer::new`], taking over from `previous` (the same service before a reload)
-    /// what must survive it (see `server/carry`). A zone of `config` is taken for
+    /// what must survive it (see `server/carry`). `previous`'s TCP connections move to it
+    /// only once [`put_in_force`](Self::put_in_force) is called (when the reload
+    /// commits). A zone of `config` is taken for
     /// unchanged only when it is `previous`'s own (the same `Arc`): share the zones read
     /// again first ([`Catalog::share_unchanged`](crate::Catalog::share_unchanged)), or
     /// every zone counts as changed and what was kept of them is dropped.
@@ -384,6 +386,7 @@ impl DnsServer {
                 // refusal of what it asks is no malformed packet.
                 let source = match rcode {
                     ResponseCode::FormErr => Source::Malformed,
+                    ResponseCode::NoError => Source::Cookie,
                     _ => Source::Refused,
                 };
                 metrics.answered(
@@ -411,8 +414,13 @@ impl DnsServer {
                 match rcode {
                     // Only a cookie was asked for, and it was given.
                     ResponseCode::NoError => return Outcome::Answered,
-                    // A question of a class not served: a query, refused, not bad input.
-                    ResponseCode::Refused => return Outcome::Refused,
+                    // A class, an opcode or an EDNS version not served: a query, refused,
+                    // not bad input.
+                    ResponseCode::Refused | ResponseCode::NotImp | ResponseCode::BADVERS => {
+                        return Outcome::Refused;
+                    }
+                    // A packet that does not decode, or a signature that does not verify
+                    // (NOTAUTH): bad input, reported with why.
                     _ => return Outcome::Malformed(why),
                 }
             }

@@ -37,7 +37,9 @@ pub fn listen(
 }
 
 /// [`listen`] for a service replacing `previous` (the same service before a reload),
-/// whose server takes over what must survive it ([`DnsServer::succeeding`]).
+/// whose server takes over what must survive it ([`DnsServer::succeeding`]); call
+/// [`DnsServer::put_in_force`] on it when the reload commits, for `previous`'s TCP
+/// connections to move to it.
 pub fn listen_after(
     reactor: &Reactor,
     name: &str,
@@ -212,13 +214,10 @@ impl Waiting {
 struct Question {
     waiting: Rc<Waiting>,
     transport: Transport,
-    /// The server asked, kept until it answers: the connection may move on to its
-    /// successor meanwhile, and its upstream ports are where the answer comes back.
-    _asked: DnsServer,
 }
 
 impl Question {
-    fn new(waiting: &Rc<Waiting>, transport: &Transport, asked: &DnsServer) -> Self {
+    fn new(waiting: &Rc<Waiting>, transport: &Transport) -> Self {
         let count = waiting.count.get() + 1;
         waiting.count.set(count);
         if count >= MAX_WAITING_PER_CONNECTION && !waiting.paused.replace(true) {
@@ -227,7 +226,6 @@ impl Question {
         Self {
             waiting: waiting.clone(),
             transport: transport.clone(),
-            _asked: asked.clone(),
         }
     }
 
@@ -280,13 +278,13 @@ impl StringHandler for DnsTcp {
 
     /// Each question is answered by the service's server in force: after a reload or a
     /// transfer, the zones, keys and transfer rules it put in force, not those the
-    /// connection was accepted under (a question waiting on an upstream keeps the server
-    /// it asked).
+    /// connection was accepted under (a question waiting on an upstream is answered by
+    /// the server it asked, which its forwarder keeps while questions are out).
     fn string_received(&mut self, transport: &Transport, data: &[u8]) {
         if let Some(current) = self.server.succeeded_by() {
             self.server = current;
         }
-        let question = Question::new(&self.waiting, transport, &self.server);
+        let question = Question::new(&self.waiting, transport);
         let outcome = self.server.handle(
             data,
             Via::Tcp,

@@ -77,30 +77,26 @@ pub(crate) struct DnsKind;
 pub(crate) struct DnsShared {
     /// The DNS families; `None` keeps DNS counters off `/metrics`.
     pub(crate) families: Option<DnsMetrics>,
-    /// Each service's servers as last started, by name, newest first: a service started
-    /// again by a reload takes over what must survive from the one that still runs
-    /// (the newest may be gone, if the reload that made it failed and was rolled back).
-    /// Weak, so a removed service's server is freed once it has drained.
-    servers: RefCell<HashMap<String, [Option<WeakServer>; 2]>>,
+    /// Each service's server in force, by name, set when the start that made it commits:
+    /// a service started again by a reload takes over what must survive from it (a
+    /// reload that fails, or several, leave it as it was). Weak, so a removed service's
+    /// server is freed once it has drained.
+    servers: RefCell<HashMap<String, WeakServer>>,
 }
 
 impl DnsShared {
     /// The server service `name` runs now, if any.
     fn running(&self, name: &str) -> Option<DnsServer> {
-        let servers = self.servers.borrow();
-        servers
-            .get(name)?
-            .iter()
-            .flatten()
-            .find_map(WeakServer::upgrade)
+        self.servers.borrow().get(name)?.upgrade()
     }
 
-    /// `server` is service `name`'s newest.
-    fn started(&self, name: &str, server: &DnsServer) {
-        let mut servers = self.servers.borrow_mut();
-        let slots = servers.entry(name.to_owned()).or_default();
-        slots[1] = slots[0].take();
-        slots[0] = Some(server.downgrade());
+    /// `server` is service `name`'s in force, its start committed: the TCP connections
+    /// of the server it replaces ask it from their next question on.
+    fn put_in_force(&self, name: &str, server: &DnsServer) {
+        server.put_in_force();
+        self.servers
+            .borrow_mut()
+            .insert(name.to_owned(), server.downgrade());
     }
 }
 
@@ -186,13 +182,11 @@ impl super::Kind for DnsKind {
             previous.as_ref(),
         );
         let (server, bound) = listening?;
-        shared.started(name, &server);
-        // The TCP connections of the server it replaces ask this one from their next
-        // question on, once the reload (or the transfer) commits.
-        let in_force = server.downgrade();
+        // In force once the reload (or the transfer) commits; never, if it fails.
+        let (in_force, service) = (server.downgrade(), name.to_owned());
         reactor.at_commit(move || {
             if let Some(server) = in_force.upgrade() {
-                server.put_in_force();
+                shared.put_in_force(&service, &server);
             }
         });
         env.views.set(name, Self::NAME, std::sync::Arc::new(view));

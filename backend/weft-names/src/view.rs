@@ -77,6 +77,9 @@ pub enum Source {
     Refused,
     /// FORMERR: a packet that does not decode as a query.
     Malformed,
+    /// NOERROR with a server cookie and no question: a client asked for a cookie alone
+    /// (RFC 7873 section 5.4).
+    Cookie,
     /// SERVFAIL at once: a forwarding bound was reached.
     Busy,
     /// SERVFAIL: a secondary zone with no copy yet, or an expired one.
@@ -97,6 +100,7 @@ impl std::fmt::Display for Source {
             Self::Upstream(addr) => write!(f, "upstream {addr}"),
             Self::Refused => f.write_str("refused"),
             Self::Malformed => f.write_str("malformed"),
+            Self::Cookie => f.write_str("cookie"),
             Self::Busy => f.write_str("busy"),
             Self::NotReady => f.write_str("not ready"),
             Self::Timeout => f.write_str("timeout"),

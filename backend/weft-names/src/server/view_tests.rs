@@ -35,10 +35,11 @@ fn every_answer_is_recorded_with_its_client_code_and_source() {
     // that does not decode as a query (FORMERR) is malformed.
     let mut status = query(8, "example.test.", RecordType::SOA);
     status.metadata.op_code = hickory_proto::op::OpCode::Status;
-    h.send(&status, Via::Udp);
+    // Refused, as a class not served is: not reported as bad input.
+    assert_eq!(h.send(&status, Via::Udp), Outcome::Refused);
     let mut two = query(9, "www.example.test.", RecordType::A);
     two.queries.push(two.queries[0].clone());
-    h.send(&two, Via::Udp);
+    assert!(matches!(h.send(&two, Via::Udp), Outcome::Malformed(_)));
     assert_eq!(h.inbox.borrow().len(), 9, "every query answered");
 
     let read = h.server.metrics().figures().read();
@@ -144,4 +145,31 @@ fn a_forwarded_query_names_the_cache_lookup_then_the_upstream_it_waits_on() {
     );
     h.clock.advance(Duration::from_secs(2));
     assert_eq!(h.server.upstream_in_flight(), 0);
+}
+
+/// A client asking for a server cookie alone gets one (RFC 7873 section 5.4): answered,
+/// and recorded as such, neither refused nor malformed.
+#[test]
+fn a_server_cookie_asked_for_alone_is_recorded_as_a_cookie() {
+    let config = DnsConfig {
+        zones: super::tests::catalog(EXAMPLE),
+        edns: crate::EdnsConfig {
+            cookies: true,
+            ..crate::EdnsConfig::default()
+        },
+        ..DnsConfig::default()
+    };
+    let link = std::rc::Rc::new(super::tests::Wire::default());
+    let server = DnsServer::new(config, ServiceMetrics::detached("dns"), link);
+    // The header (no question, one additional record), then an OPT holding a client
+    // cookie: option 10, 8 bytes.
+    let mut packet = vec![0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    packet.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 12, 0, 10, 0, 8]);
+    packet.extend_from_slice(&[7; 8]);
+    let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let outcome = server.handle(&packet, Via::Udp, Some(client), |_| {});
+    assert_eq!(outcome, Outcome::Answered);
+    let read = server.metrics().figures().read();
+    let recorded: Vec<_> = read.recent.iter().map(|q| (q.rcode, q.source)).collect();
+    assert_eq!(recorded, [(ResponseCode::NoError, Source::Cookie)]);
 }

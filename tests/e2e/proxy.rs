@@ -329,13 +329,17 @@ fn an_upstream_that_stops_reading_is_cut_as_send_timeout_not_its_client_as_idle(
     let started = Instant::now();
     let chunk = [5u8; 65_536];
     // Sending as fast as the proxy takes it, for three idle timeouts or until cut.
+    let mut cut = None;
     while started.elapsed() < Duration::from_secs(3) {
         match client.write(&chunk) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(_) => break,
+            Err(e) => {
+                cut = Some(e.kind());
+                break;
+            }
         }
     }
     let closed = |reason: &str| {
@@ -350,6 +354,30 @@ fn an_upstream_that_stops_reading_is_cut_as_send_timeout_not_its_client_as_idle(
         app.log()
     );
     assert_eq!(closed("timeout"), 0.0, "{}", app.log());
+    assert_eq!(
+        closed("aborted"),
+        1.0,
+        "its client reset with it\n{}",
+        app.log()
+    );
+    // The client learns it was cut off: its writing found the reset, or its reading does.
+    let cut = cut.unwrap_or_else(|| {
+        client.set_nonblocking(false).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        match client.read(&mut [0; 16]) {
+            Err(e) => e.kind(),
+            Ok(n) => panic!("read {n} bytes, where the client was reset"),
+        }
+    });
+    assert!(
+        matches!(
+            cut,
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{cut:?}"
+    );
     drop((served, app));
 }
 

@@ -207,6 +207,62 @@ fn an_idle_connection_whose_peer_never_reads_is_aborted_at_its_idle_timeout() {
     aborted_as_send_timeout_within(&observer, start, Duration::from_secs(3));
 }
 
+/// Writes 16 MiB when connected, under a send timeout of 400 ms and no idle timeout.
+struct Flooding;
+
+impl Protocol for Flooding {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.set_send_timeout(Some(Duration::from_millis(400)));
+        transport.write(&vec![3u8; 16 << 20]);
+    }
+
+    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+}
+
+/// Sets a send timeout of 400 ms and no idle timeout, and writes nothing.
+struct Quiet;
+
+impl Protocol for Quiet {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.set_send_timeout(Some(Duration::from_millis(400)));
+    }
+
+    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+}
+
+/// A send timeout without an idle timeout gives up output a peer stopped reading (as
+/// `SendTimeout`), and nothing else: a quiet connection with nothing to send stays.
+#[test]
+fn a_send_timeout_gives_up_output_the_peer_does_not_read_and_leaves_a_quiet_connection() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        let flood = listen(r, &ListenOptions::new(), factory(|| Flooding));
+        let quiet = listen(r, &ListenOptions::new(), factory(|| Quiet));
+        (flood, quiet)
+    });
+    let (flood, quiet) = server.value;
+    let quiet_client = connect(quiet);
+    let start = Instant::now();
+    let _never_reads = connect(flood);
+    aborted_as_send_timeout_within(&observer, start, Duration::from_secs(3));
+    // Past three of its send timeouts, the quiet connection is open still.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        observer.count("ConnectionClosed"),
+        1,
+        "{}",
+        closed_event(&observer)
+    );
+    quiet_client.set_nonblocking(true).unwrap();
+    let read = (&quiet_client).read(&mut [0; 8]);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "{read:?}"
+    );
+}
+
 /// Echoes each length-prefixed string.
 struct Strings;
 

@@ -564,10 +564,12 @@ impl Transport {
     /// Registers the producer to pause when this transport's buffer is too full
     /// (Twisted's `registerProducer(producer, True)`); [`ProducerRegistered`] when one is
     /// already (a second would never be told of the pressure the first was paused for).
-    /// A connection registered as another's producer is not idle while this one's
-    /// back-pressure pauses it: this transport's own deadlines (its output stuck for its
-    /// idle timeout, [`CloseReason::SendTimeout`]) end the wait, and its close stops the
-    /// producer.
+    /// A connection registered as another's producer, paused by this one's
+    /// back-pressure, gets twice its idle timeout: give this transport a deadline of its
+    /// own (an idle timeout, or [`set_send_timeout`](Self::set_send_timeout)) as long,
+    /// and it ends the wait first when its peer stops reading
+    /// ([`CloseReason::SendTimeout`]; its close stops the producer), so the side that
+    /// stopped reading is the one named.
     pub fn register_producer(
         &self,
         producer: Rc<dyn PushProducer>,
@@ -766,14 +768,16 @@ impl Transport {
         {
             return Some(Expired::Stuck);
         }
-        let timeout = self.shared.idle_timeout.get()?;
-        // Paused by a consumer's back-pressure, it waits on the consumer's peer to read:
-        // not idle. The consumer's deadline ends the wait (output stuck for its idle
-        // timeout: `SendTimeout`, and a consumer's close stops its producer); what the
-        // peer reads shows here as reading again. Else a client sending to an upstream
-        // that stopped reading, or reads slowly, was the one timed out.
+        let mut timeout = self.shared.idle_timeout.get()?;
+        // Paused by a consumer's back-pressure, it waits on the consumer's peer to read,
+        // and gets twice its idle timeout: a consumer with a deadline of its own (an idle
+        // or send timeout as long) ends the wait first, naming the side that stopped
+        // reading (`SendTimeout`; its close stops this producer), and what its peer reads
+        // shows here as reading again. Else a client sending to an upstream that stopped
+        // reading was the one timed out. A consumer with no deadline leaves it bounded all
+        // the same.
         if flags.pushed_back {
-            return None;
+            timeout = timeout.saturating_mul(2);
         }
         let idle = match self.shared.marked.get() {
             Some(_) => self.idle(),

@@ -97,7 +97,7 @@ impl Refusal {
             Self::Malformed => "its head is malformed",
             Self::HeadTimeout => "its head was begun and not finished in time",
             Self::Body => "its body is too large, broke off or came too slowly",
-            Self::IdleEvicted => "an idle connection closed to make room for a new one",
+            Self::IdleEvicted => "an idle connection closed to make room for this peer's new one",
         }
     }
 }
@@ -252,7 +252,8 @@ impl DashboardMetrics {
         }
     }
 
-    /// Counts a refusal of a request or connection from `peer` and logs it at `info`,
+    /// Counts a refusal of a request or connection from `peer` (for `IdleEvicted`, the
+    /// peer whose new connection the idle one made room for) and logs it at `info`,
     /// naming the peer and why (a guesser of the token, a page of another site), as the
     /// services log the bad input they handle: at most [`weft::observe::LOG_BURST`] lines
     /// a second for each reason, the first after some were left out saying how many.

@@ -173,7 +173,7 @@ pub async fn serve(
             }
         };
         if evicted {
-            state.metrics.refused(Refusal::IdleEvicted, None);
+            state.metrics.refused(Refusal::IdleEvicted, Some(peer.ip()));
         }
         let activity = place.activity.clone();
         let placed = Placed { stream, place };

@@ -157,7 +157,17 @@ async fn actions_refuse_cross_site_requests() {
         .header(header::ORIGIN, "http://evil.example")
         .body(Body::empty())
         .unwrap();
-    assert_eq!(send(app, absolute).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(app.clone(), absolute).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // One whose Origin names the target's authority passes, whatever its Host field.
+    let own = Request::post(format!("http://127.0.0.1:9180{path}"))
+        .header(header::HOST, "evil.example")
+        .header(header::ORIGIN, "http://127.0.0.1:9180")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(app, own).await.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[test]

@@ -1059,9 +1059,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.contains(char::is_whitespace)
         && let Some(word) = text.split_whitespace().find(unit_less)
     {
-        return Err(format!(
-            "{word:?} is not a number with its unit; write each number with its unit, no space between, such as \"1h 30m\""
-        ));
+        return Err(format!("{word:?} is not a number with its unit"));
     }
     let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     // Each unit by what one of it lasts, so that "1h 2hours" repeats one too.

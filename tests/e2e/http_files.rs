@@ -182,3 +182,43 @@ fn a_large_directory_is_listed_off_the_reactor() {
         app.log()
     );
 }
+
+/// A file of weft's own given a name inside a root after the start (a hard link, as a
+/// bind mount would do it) is not served by any method, nor as a precompressed sibling:
+/// the configuration's check refuses such a root, but a name made later is no path it
+/// can see. The configuration (with the dashboard's token), the history file and its
+/// lock were served 200.
+#[test]
+fn weft_s_own_files_linked_into_a_root_while_it_runs_are_not_served() {
+    let (app, web) = crate::http_peers::web_service("compression = { precompressed = true }");
+    let root = app.dir.path().join("public");
+    std::fs::write(root.join("a.css"), "body { color: red }\n".repeat(100)).unwrap();
+    let own = [
+        (app.config_path(), "conf.txt"),
+        (app.dir.path().join("history.db"), "db.bin"),
+        (app.dir.path().join("history.db.lock"), "lock.txt"),
+        (app.config_path(), "a.css.gz"),
+    ];
+    for (file, name) in &own {
+        std::fs::hard_link(file, root.join(name)).unwrap();
+    }
+    for name in ["/conf.txt", "/db.bin", "/lock.txt", "/a.css.gz"] {
+        for method in ["-G", "-I"] {
+            let (code, _) = curl(web, &[method], name);
+            assert_eq!(code, 404, "{method} {name}");
+        }
+    }
+    // The file the sibling stands beside is served as it is, never as the sibling.
+    let (code, body) = curl(web, &["--compressed"], "/a.css");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("body { color: red }"), "{body}");
+    assert_eq!(
+        crate::http_peers::curl_status(web, "127.0.0.1", "/f.txt", &[]),
+        200
+    );
+    assert!(
+        app.log().contains("a request reached a file of weft's own"),
+        "{}",
+        app.log()
+    );
+}

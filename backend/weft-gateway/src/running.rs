@@ -133,6 +133,8 @@ impl Running {
         env.query_log = query_log_to(store.as_ref(), query_spans, config);
         let expiry = certificate_expiry(hub.registry());
         let zone_gauges = services::dns_zones::ZoneGauges::register(hub.registry());
+        // Before any request: no name a root gives them later serves these.
+        weft_web::keep_private(config.private_files.clone());
         let mut running = Self::serve(reactor, hub, store, env, config, true)?;
         running.expiry = expiry;
         running.zone_gauges = zone_gauges;
@@ -336,6 +338,9 @@ impl Running {
             Err(_) => old,
         };
         result?;
+        if self.primary {
+            weft_web::keep_private(config.private_files.clone());
+        }
         self.publish_certificates();
         self.publish_zones();
         applied.need_restart = restart_needed(&self.config, &config, crate::logging::installed());

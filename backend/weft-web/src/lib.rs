@@ -85,6 +85,7 @@ pub mod headers;
 pub mod metrics;
 mod mime;
 pub mod path;
+mod private;
 mod protocol;
 pub mod proxy;
 mod response;
@@ -105,6 +106,7 @@ pub use metrics::{
     StatusClass, UpgradeOutcome, UpstreamFailure,
 };
 pub use mime::content_type;
+pub use private::keep_private;
 pub use proxy::{BodiesSnapshot, BodiesView, RecentError, UpstreamSnapshot, UpstreamsView};
 pub use routes::{RouteFigures, RouteMetrics};
 pub use server::{Handover, HttpService, StaticFiles};

@@ -374,6 +374,14 @@ pub fn resolve(root: &Path, raw: &str) -> Result<Resolved, PathError> {
         return Err(PathError::NotFound);
     }
     let meta = std::fs::metadata(&path).map_err(not_found)?;
+    // A file of the process's own, reached by a name a hard link or a mount gave it
+    // inside the root after the configuration was checked: not served, by any method.
+    if crate::private::is_private_file(&meta) {
+        if let Some(suppressed) = crate::private::log_budget() {
+            tracing::warn!(path = %path.display(), suppressed, "a request reached a file of weft's own (the configuration, history, a key, a zone or a log) inside the root, by a hard link or a mount; not served");
+        }
+        return Err(PathError::NotFound);
+    }
     // A file this process may not read is nothing servable, as one under a directory it
     // may not enter is: a HEAD, a conditional GET and a GET answer it alike (a HEAD said
     // 200 with its size and a GET 500). Looked up again at each request, as any path

@@ -123,6 +123,10 @@ pub struct Config {
     pub otlp: Option<weft_inspector::OtlpConfig>,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
+    /// The files of the process's own that no request may reach, whatever name a hard
+    /// link or a mount gives one inside a root (the configuration, the history file and
+    /// those beside it, keys, zone files, secondaries' copies, access logs).
+    pub private_files: Vec<PathBuf>,
     /// Settings that take no effect as written (`hsts_max_age` on a service without TLS):
     /// no reason to refuse the file, but worth saying. `check` prints them, `run` and a
     /// reload log them.

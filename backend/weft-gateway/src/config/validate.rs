@@ -65,7 +65,7 @@ pub(super) fn parse_beside(
         .into_iter()
         .chain(running_history)
         .collect();
-    files_apart(&at, &raw, &stores, &services)?;
+    let private_files = files_apart(&at, &raw, &stores, &services)?;
     let demo = demo(&at, &raw, &mut bound)?;
     let otlp = super::otlp::otlp(&at, raw.otlp.as_ref())?;
     Ok(Config {
@@ -77,6 +77,7 @@ pub(super) fn parse_beside(
         gateway,
         otlp,
         services,
+        private_files,
         warnings: warnings.into_inner(),
     })
 }
@@ -202,13 +203,15 @@ fn log(at: &Locator<'_>, raw: &RawConfig) -> Result<LogConfig, ConfigError> {
 /// A path is compared as written (resolved), and an existing file also as the file it
 /// is, so a symlink or a hard link to one of them is refused too. And no root may serve
 /// a file of weft's that is private ([`unserved`]), the history files of `stores` (the
-/// configuration's, and at a reload the one the process writes) among them.
+/// configuration's, and at a reload the one the process writes) among them. Returns those
+/// private files (and the access logs), which no request may reach however they come to
+/// be named inside a root later (`weft_web::keep_private`).
 fn files_apart(
     at: &Locator<'_>,
     raw: &RawConfig,
     stores: &[&std::path::Path],
     services: &[ServiceConfig],
-) -> Result<(), ConfigError> {
+) -> Result<Vec<PathBuf>, ConfigError> {
     let mut history: Vec<PathBuf> = Vec::new();
     for store in stores {
         // By the name written and by the file it leads to through symlinks, which SQLite
@@ -309,6 +312,7 @@ fn files_apart(
             _ => None,
         })
         .collect();
+    let mut logs = Vec::new();
     for (i, svc) in raw.service.iter().enumerate() {
         let Some(log) = &svc.get_ref().access_log else {
             continue;
@@ -326,6 +330,7 @@ fn files_apart(
             clash,
             ..
         } = among(&taken, std::path::Path::new(log.get_ref()));
+        logs.push(path.clone());
         if let Some((file, what)) = clash {
             return Err(refused(format!(
                 "{} is {what}{}; name another file, such as \"access.log\"",
@@ -368,9 +373,14 @@ fn files_apart(
         .enumerate()
         .filter(|(n, _)| !servable.contains(n))
         .map(|(_, t)| t);
+    let private_files = private
+        .clone()
+        .map(|(_, path, _)| path.clone())
+        .chain(logs)
+        .collect();
     unserved(at, raw, private, &roots)?;
     if history.is_empty() {
-        return Ok(());
+        return Ok(private_files);
     }
     for (i, service) in services.iter().enumerate() {
         for socket in service.unix_sockets() {
@@ -388,7 +398,7 @@ fn files_apart(
             }
         }
     }
-    Ok(())
+    Ok(private_files)
 }
 
 /// The root among `roots` that would serve the file at `path` (inside it, by no hidden

@@ -504,6 +504,7 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
             // too; a symlink might lead anywhere, so it is not followed.
             if let Ok(meta) = std::fs::symlink_metadata(&sibling)
                 && meta.is_file()
+                && !crate::private::is_private_file(&meta)
             {
                 let tag = conditional::coded(&conditional::disk_tag(&meta), coding.extension());
                 return Selected::Sibling(

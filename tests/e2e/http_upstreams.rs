@@ -174,3 +174,77 @@ upstream = "{url}"
         app.log()
     );
 }
+
+/// An upstream that closes each connection after its response, without saying so: a
+/// pooled connection taken as its close comes answers no request (the request goes on a
+/// new one), so it is not counted as reused. It was (all but a few of 200 here, one in
+/// ten for a slower upstream), so the reuse figure overstated the pool's worth exactly
+/// when an upstream closed early.
+#[test]
+fn a_pooled_connection_the_upstream_had_closed_is_not_counted_as_reused() {
+    use std::io::{BufRead, BufReader, Write};
+    const CLOSE_AFTER_US: u64 = 300;
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in upstream.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            // Closed about as the proxy's next request comes, as a server's keep-alive
+            // timeout may run out.
+            std::thread::sleep(std::time::Duration::from_micros(CLOSE_AFTER_US));
+        }
+    });
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|_| {
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://{up}\"\n",
+            port = web.port(),
+        )
+    });
+    let mut client = std::net::TcpStream::connect(web).unwrap();
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    for _ in 0..200 {
+        client
+            .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        let mut length = 0;
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                length = n.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+    }
+    let connections = |reused: bool| {
+        app.metric(&format!(
+            r#"weft_http_upstream_connections_total{{reused="{reused}",service="web",upstream="http://{up}"}}"#
+        ))
+        .unwrap_or(0.0)
+    };
+    let accepted = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        (connections(false), connections(true)),
+        (accepted as f64, 0.0),
+        "{accepted} connections accepted for 200 requests"
+    );
+}

@@ -601,16 +601,25 @@ fn an_upstream_that_closes_after_each_response_costs_no_request() {
     let up = KeepAlive::start("a", AfterResponse::Close);
     let server = proxy_to(&[("/", up.addr)], Limits::default());
     let mut client = server.connect();
-    for i in 1..=5 {
+    for i in 1..=200 {
         let reply = client.request("GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
         assert_eq!((reply.status, reply.text()), (200, format!("a #{i}")));
     }
     assert_eq!(
         up.accepted(),
-        5,
+        200,
         "a connection the upstream closed is never reused"
     );
     assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 0);
+    // Nor counted as reused: one taken from the pool as the upstream's close came answers
+    // nothing (the request goes on a new one).
+    assert_eq!(
+        (
+            server.recorded.upstream_connections(false),
+            server.recorded.upstream_connections(true)
+        ),
+        (200, 0)
+    );
 }
 
 /// An upstream that answers the first request of each connection, then resets the

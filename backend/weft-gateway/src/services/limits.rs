@@ -41,8 +41,11 @@ const UNSENT: (f64, f64) = (128.0 * 1024.0, 4.0 * 1024.0 * 1024.0);
 /// cut by): a peer's reading shows only as room to write, and by default the kernel holds
 /// megabytes and says there is room once a third of them is read. The mark is what a peer
 /// reading [`STEADY_READER`] takes in twice `idle`, within [`UNSENT`]: at the default 5
-/// minutes, 4 MiB (a peer reading 7 KB/s or more is kept, and bulk transfers write as they
-/// do without a mark); at 1 s, 128 KiB (64 KiB/s or more). Nothing without an idle timeout.
+/// minutes, 4 MiB (bulk transfers write as they do without a mark); at 1 s, 128 KiB. The
+/// kernel also waits for a third of the send buffer to be free, and the peer's window to
+/// reopen, before it reports room, so at short timeouts a reader must keep up more than
+/// the mark says (measured on loopback: 192 KiB/s kept at 1 s, 96 KiB/s cut; the README
+/// has the figures). Nothing without an idle timeout.
 pub(crate) fn keep_steady_readers(transport: &weft::Transport, idle: Option<Duration>) {
     let Some(idle) = idle else {
         return;

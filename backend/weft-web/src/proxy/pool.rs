@@ -106,6 +106,8 @@ struct Link {
     /// Sending the exchange's streamed body waits on its client: the last poll of what is
     /// still to come from it found nothing there yet.
     on_client: Cell<bool>,
+    /// The upstream's connection counters, which count it each time it is reused.
+    used: ConnectionsUsed,
 }
 
 /// The upstream connection a streamed request body goes out on, as the body sees it: to
@@ -279,7 +281,11 @@ impl Pool {
             // each time its future moves.
             None => Box::pin(self.connect(connect_timeout)).await?,
         };
-        self.0.used.count(pooled.reused);
+        // A pooled connection is counted once it answers (`Answer`): one the upstream had
+        // closed meanwhile answers nothing, and the request is tried on a new one.
+        if !pooled.reused {
+            self.0.used.count(false);
+        }
         self.0.state.busy.fetch_add(1, Relaxed);
         Ok(pooled)
     }
@@ -339,6 +345,7 @@ impl Pool {
             answer_due: Cell::new(Instant::now()),
             answer_by: RefCell::new(Box::pin(tokio::time::sleep(Duration::ZERO))),
             on_client: Cell::new(false),
+            used: inner.used.clone(),
         });
         // The upstream connection's task, listed under it: it serves whichever requests
         // the pool gives it, long after the client whose request opened it has gone. It
@@ -397,6 +404,7 @@ impl Pool {
             exchange,
             link: conn.link.clone(),
             abandon,
+            reused: conn.reused,
         }
     }
 
@@ -465,6 +473,9 @@ pin_project_lite::pin_project! {
         exchange: F,
         link: Rc<Link>,
         abandon: Abandon,
+        // From the pool: it is counted used once it answers (not when the upstream had
+        // closed it, found so as the request went out, which then goes on a new one).
+        reused: bool,
     }
 }
 
@@ -495,6 +506,9 @@ where
             this.link.transport.cut_by_drain(),
             this.link.transport.closed_by_request(),
         );
+        if std::mem::take(this.reused) && sent.is_ok() {
+            this.link.used.count(true);
+        }
         let mut response = match sent {
             Ok(response) => response,
             // Failed: `abandon` resets the connection when this is dropped (a request

@@ -779,10 +779,13 @@ fn file_options(ctx: &ServiceCtx<'_>) -> Result<FileOptions, ConfigError> {
                 max_bytes: c.max_bytes.as_ref().map_or(d.max_bytes, |v| *v.get_ref()),
             };
             if let Err(e) = made.check() {
+                // The bound written, where only one is: `max_bytes` below the default
+                // `min_bytes` is the slip of the `max_bytes` written.
                 let (value, key) = match e {
                     weft_web::ConfigError::CompressionTooLarge { .. } => {
                         (&c.max_bytes, "compression.max_bytes")
                     }
+                    _ if c.min_bytes.is_none() => (&c.max_bytes, "compression.max_bytes"),
                     _ => (&c.min_bytes, "compression.min_bytes"),
                 };
                 let span = value.as_ref().map_or(raw.kind.span(), |v| v.span());
@@ -839,7 +842,21 @@ fn index(ctx: &ServiceCtx<'_>) -> Result<String, ConfigError> {
             "index",
             "must be a file name, such as \"index.html\"",
         )),
-        Some(i) => Ok(i.get_ref().clone()),
+        Some(i) => {
+            // Hidden names are never served, whatever asks for them.
+            if i.get_ref().starts_with('.') {
+                ctx.warn(
+                    i.span(),
+                    "index",
+                    format!(
+                        "{:?} begins with a dot, and such a name is never served: every \
+                         directory would answer 404 (or its listing)",
+                        i.get_ref()
+                    ),
+                );
+            }
+            Ok(i.get_ref().clone())
+        }
         None => Ok("index.html".into()),
     }
 }
@@ -1056,6 +1073,13 @@ pub(crate) mod tests {
             Some("service[0].compression.min_bytes"),
             "{e}"
         );
+        // Only `max_bytes` written, below the default `min_bytes`: named, where it is.
+        let e = parse(&format!("{root}compression = {{ max_bytes = 512 }}\n")).unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("service[0].compression.max_bytes"), Some(6)),
+            "{e}"
+        );
         let e = parse(&format!("{root}compression = {{ max_bytes = 10737418240 }}\n"))
             .unwrap_err();
         assert_eq!(
@@ -1104,6 +1128,15 @@ pub(crate) mod tests {
         for index in ["index.htm", "..hidden", "default.html.."] {
             assert!(parse(&format!("{root}index = \"{index}\"\n")).is_ok(), "{index}");
         }
+        // Taken, with a warning where it can never be served.
+        let hidden = parse(&format!("{root}index = \".env\"\n")).unwrap();
+        assert!(
+            hidden.warnings.iter().any(|w| w.to_string().contains("never served")),
+            "{:?}",
+            hidden.warnings
+        );
+        let plain = parse(&format!("{root}index = \"index.htm\"\n")).unwrap();
+        assert!(plain.warnings.is_empty(), "{:?}", plain.warnings);
     }
 
     #[test]

@@ -136,8 +136,8 @@ pub(super) fn if_range_holds(
     let same = |lm: &str| {
         value == lm
             || matches!(
-                (httpdate::parse_http_date(value), httpdate::parse_http_date(lm)),
-                (Ok(a), Ok(b)) if a == b
+                (http_date(value), http_date(lm)),
+                (Some(a), Some(b)) if a == b
             )
     };
     strong && last_modified.is_some_and(same)
@@ -202,12 +202,130 @@ fn date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
     if values.next().is_some() {
         return None;
     }
-    httpdate::parse_http_date(value).ok()
+    http_date(value)
+}
+
+/// An HTTP-date in any of its three forms (RFC 9110 §5.6.7). The obsolete RFC 850 form
+/// writes two digits of the year, which a recipient MUST read as the most recent year
+/// with those digits that is not more than 50 years ahead (`06-Nov-75` is 2075 in 2026;
+/// the date parser's fixed pivot made it 1975).
+fn http_date(value: &str) -> Option<SystemTime> {
+    rfc850_date(value).or_else(|| httpdate::parse_http_date(value).ok())
+}
+
+/// `Sunday, 06-Nov-94 08:49:37 GMT`, read by §5.6.7's rule for its year; `None` for any
+/// other form.
+fn rfc850_date(value: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (weekday, rest) = value.split_once(", ")?;
+    if weekday.len() <= 3 || !weekday.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    let (date, rest) = rest.split_once(' ')?;
+    let time = rest.strip_suffix(" GMT")?;
+    let two = |s: &str| {
+        (s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<i64>().ok())
+            .flatten()
+    };
+    let mut parts = date.split('-');
+    let (day, month, yy) = (parts.next()?, parts.next()?, parts.next()?);
+    let (day, yy) = (two(day)?, two(yy)?);
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let mut clock = time.split(':');
+    let (h, m, sec) = (
+        two(clock.next()?)?,
+        two(clock.next()?)?,
+        two(clock.next()?)?,
+    );
+    if parts.next().is_some() || clock.next().is_some() || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let now = httpdate::HttpDate::from(SystemTime::now()).to_string();
+    let this_year: i64 = now.get(12..16)?.parse().ok()?;
+    let mut year = this_year - this_year % 100 + yy;
+    if year > this_year + 50 {
+        year -= 100;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if day < 1 || day > days_in[month as usize - 1] {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (the civil calendar's count, by March years).
+    let (y, mo) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let of_era = y - era * 400;
+    let of_year = (153 * mo + 2) / 5 + day - 1;
+    let of_cycle = of_era * 365 + of_era / 4 - of_era / 100 + of_year;
+    let days = era * 146_097 + of_cycle - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec.min(59);
+    let since = std::time::Duration::from_secs(secs.unsigned_abs());
+    match secs >= 0 {
+        true => SystemTime::UNIX_EPOCH.checked_add(since),
+        false => SystemTime::UNIX_EPOCH.checked_sub(since),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 9110 §5.6.7: two digits of a year are the most recent year with them that is
+    /// not more than 50 years ahead; the three forms of one instant agree.
+    #[test]
+    fn an_rfc_850_year_is_the_latest_not_more_than_fifty_years_ahead() {
+        let this_year: i64 = httpdate::HttpDate::from(SystemTime::now()).to_string()[12..16]
+            .parse()
+            .unwrap();
+        let year_of = |t: SystemTime| -> i64 {
+            httpdate::HttpDate::from(t).to_string()[12..16]
+                .parse()
+                .unwrap()
+        };
+        for ahead in [0, 1, 49, 50, 51, 99] {
+            let year = this_year + ahead;
+            let yy = year % 100;
+            let expected = if ahead > 50 { year - 100 } else { year };
+            let said = format!("Thursday, 06-Nov-{yy:02} 08:49:37 GMT");
+            assert_eq!(year_of(http_date(&said).unwrap()), expected, "{said}");
+        }
+        assert_eq!(
+            http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(
+            http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            http_date("Sun Nov  6 08:49:37 1994"),
+        );
+        for bad in [
+            "Sunday, 31-Feb-94 08:49:37 GMT",
+            "Sunday, 06-Nov-94 24:49:37 GMT",
+            "Sunday, 06-Nov-1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 UTC",
+        ] {
+            assert_eq!(http_date(bad), None, "{bad}");
+        }
+    }
     use http::HeaderValue;
 
     #[test]

@@ -15,6 +15,10 @@ pub enum Incoming {
     Other,
     /// The client sent a Close frame: the closing handshake has begun.
     Close,
+    /// The client sent a Close frame with a code no endpoint may send (RFC 6455 §7.4.2,
+    /// such as 999), which the protocol library answers 1002: a violation, ended as a
+    /// close is.
+    BadClose,
     /// The connection ended without a Close.
     Gone,
     /// The client broke the protocol; the connection must be failed.
@@ -58,6 +62,9 @@ impl Violation {
 pub enum Ended<E> {
     /// The client sent a Close (to be answered).
     ClientClosed,
+    /// The client sent a Close with a code no endpoint may send (answered 1002 already,
+    /// to be flushed).
+    BadClose,
     /// The connection ended without one.
     ClientGone,
     /// The client broke the protocol (to be closed with its code).
@@ -98,6 +105,7 @@ where
             message = incoming.next() => match message {
                 Some(Incoming::Other) => continue,
                 Some(Incoming::Close) => return Ended::ClientClosed,
+                Some(Incoming::BadClose) => return Ended::BadClose,
                 None | Some(Incoming::Gone) => return Ended::ClientGone,
                 Some(Incoming::Violation(v)) => return Ended::Violation(v),
             },

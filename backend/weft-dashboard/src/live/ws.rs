@@ -127,11 +127,26 @@ pub(crate) async fn ws(State(state): State<DashboardState>, mut request: Request
     handshake::switching(accept)
 }
 
+/// Why a client left, as counted.
+fn disconnect_of(ended: &Ended<SendError>) -> Disconnect {
+    match ended {
+        Ended::ClientClosed => Disconnect::ClientClosed,
+        Ended::BadClose => Disconnect::ProtocolError,
+        Ended::ClientGone => Disconnect::ClientGone,
+        Ended::Violation(Violation::TooBig) => Disconnect::TooBig,
+        Ended::Violation(_) => Disconnect::ProtocolError,
+        Ended::ShuttingDown => Disconnect::Shutdown,
+        Ended::SendFailed(SendError::Stalled) => Disconnect::SendTimeout,
+        Ended::SendFailed(_) => Disconnect::SendFailed,
+    }
+}
+
 /// What the session reads: messages, and errors as the violations RFC 6455 names.
 fn incoming(message: Result<Message, tungstenite::Error>) -> Incoming {
     use tungstenite::Error;
     use tungstenite::error::ProtocolError;
     match message {
+        Ok(Message::Close(Some(frame))) if !frame.code.is_allowed() => Incoming::BadClose,
         Ok(Message::Close(_)) => Incoming::Close,
         Ok(_) => Incoming::Other,
         Err(Error::Capacity(_)) => Incoming::Violation(Violation::TooBig),
@@ -158,15 +173,7 @@ where
             .snapshot(seq, || super::snapshot(&state.hub, &state.series, seq))
     };
     let ended = serve(&mut sink, &mut incoming, &state.fanout, frames, snapshot).await;
-    state.metrics.live_disconnected(match &ended {
-        Ended::ClientClosed => Disconnect::ClientClosed,
-        Ended::ClientGone => Disconnect::ClientGone,
-        Ended::Violation(Violation::TooBig) => Disconnect::TooBig,
-        Ended::Violation(_) => Disconnect::ProtocolError,
-        Ended::ShuttingDown => Disconnect::Shutdown,
-        Ended::SendFailed(SendError::Stalled) => Disconnect::SendTimeout,
-        Ended::SendFailed(_) => Disconnect::SendFailed,
-    });
+    state.metrics.live_disconnected(disconnect_of(&ended));
     if let Ok(socket) = sink.into_inner().reunite(incoming.into_inner()) {
         let _ = tokio::time::timeout(CLOSE_GRACE, goodbye(socket, &ended)).await;
     }
@@ -210,7 +217,7 @@ where
     match ended {
         // The reply to the client's Close is queued; writing it completes the handshake
         // (§5.5.1), and the server then closes the connection first (§7.1.1).
-        Ended::ClientClosed => {
+        Ended::ClientClosed | Ended::BadClose => {
             let _ = socket.flush().await;
         }
         // §7.1.7: fail the connection, saying why; then end it cleanly.
@@ -240,6 +247,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Close with a code no endpoint may send is a violation, counted as one; a Close
+    /// with an allowed code, or none, is the closing handshake.
+    #[test]
+    fn a_close_with_a_code_no_endpoint_may_send_is_a_protocol_error() {
+        let close = |code: Option<u16>| {
+            Ok(Message::Close(code.map(|code| CloseFrame {
+                code: CloseCode::from(code),
+                reason: "".into(),
+            })))
+        };
+        assert!(matches!(incoming(close(Some(999))), Incoming::BadClose));
+        assert!(matches!(incoming(close(Some(1005))), Incoming::BadClose));
+        assert!(matches!(incoming(close(Some(1000))), Incoming::Close));
+        assert!(matches!(incoming(close(Some(4000))), Incoming::Close));
+        assert!(matches!(incoming(close(None)), Incoming::Close));
+        let ended: Ended<SendError> = Ended::BadClose;
+        assert!(matches!(disconnect_of(&ended), Disconnect::ProtocolError));
+    }
 
     /// Feeds, never evicted, leave a quarter of the places to pages, scrapes and probes.
     #[test]

@@ -21,11 +21,25 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
+/// How long after its refresh failed a stale answer is served at once, with no upstream
+/// asked (RFC 8767 section 5's failure recheck timer, 30 s as it suggests): a client
+/// asking again meanwhile does not wait out the upstream's timeout for the same answer.
+pub(crate) const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+
 /// The TTL of a stale answer (RFC 8767 section 4).
 pub const STALE_TTL: u32 = 30;
 /// What an entry costs besides its name and records: its slot in the map and the
 /// eviction queue, its key and its bookkeeping.
 const ENTRY_OVERHEAD: usize = 160;
+
+/// `answer` as served stale: every TTL [`STALE_TTL`].
+fn stale_copy(answer: &Answer) -> Answer {
+    let mut answer = answer.clone();
+    for record in answer.records() {
+        record.ttl = STALE_TTL;
+    }
+    answer
+}
 
 /// A question, case-insensitive.
 pub(crate) type Key = (LowerName, RecordType, DNSClass);
@@ -213,6 +227,8 @@ struct Entry {
     seq: u64,
     /// What it counts against `max_bytes`.
     cost: usize,
+    /// When no upstream gave a usable answer to refresh it, last: served stale then.
+    refresh_failed: Option<Duration>,
 }
 
 /// A bounded TTL cache of answers.
@@ -321,24 +337,38 @@ impl Cache {
     }
 
     /// An expired answer to `key` still within `serve_stale` of its TTL, every TTL
-    /// [`STALE_TTL`] (RFC 8767 section 4), for when no upstream answers.
+    /// [`STALE_TTL`] (RFC 8767 section 4), for when no upstream answers: its refresh
+    /// failed, marked so for [`FAILURE_RECHECK`].
     pub(crate) fn stale(&mut self, key: &Key, now: Duration) -> Option<Answer> {
+        let entry = self.stale_entry(key, now)?;
+        entry.refresh_failed = Some(now);
+        Some(stale_copy(&entry.answer))
+    }
+
+    /// The stale answer to `key` when its refresh failed within [`FAILURE_RECHECK`] of
+    /// `now`: served at once, as RFC 8767 section 5 suggests, rather than after another
+    /// wait on upstreams that just failed. Once the time is up, the next question asks
+    /// them again (and marks it anew if they fail again).
+    pub(crate) fn stale_after_failure(&mut self, key: &Key, now: Duration) -> Option<Answer> {
+        let entry = self.stale_entry(key, now)?;
+        let failed = entry.refresh_failed?;
+        (now.saturating_sub(failed) < FAILURE_RECHECK).then(|| stale_copy(&entry.answer))
+    }
+
+    /// The entry for `key` (or an NXDOMAIN for its name), expired or not, while it is
+    /// within `serve_stale` of its TTL.
+    fn stale_entry(&mut self, key: &Key, now: Duration) -> Option<&mut Entry> {
         let window = self.policy.stale_secs();
         if window == 0 {
             return None;
         }
-        let entry = [key.clone(), name_key(key)]
-            .into_iter()
-            .find_map(|k| self.entries.get(&k))?;
+        let key = match self.entries.contains_key(key) {
+            true => key.clone(),
+            false => name_key(key),
+        };
+        let entry = self.entries.get_mut(&key)?;
         let age = now.saturating_sub(entry.stored).as_secs();
-        if age >= u64::from(entry.ttl) + window {
-            return None;
-        }
-        let mut answer = entry.answer.clone();
-        for record in answer.records() {
-            record.ttl = STALE_TTL;
-        }
-        Some(answer)
+        (age < u64::from(entry.ttl) + window).then_some(entry)
     }
 
     /// Keeps `answer`, a whole one (never truncated) with its TTLs clamped by
@@ -383,6 +413,7 @@ impl Cache {
                 ttl,
                 seq: self.seq,
                 cost,
+                refresh_failed: None,
             },
         );
         // Replaced entries leave stale slots; compact when they dominate.

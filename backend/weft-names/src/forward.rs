@@ -400,6 +400,16 @@ impl Forwarder {
             );
             return Outcome::FromCache;
         }
+        // RFC 8767 section 5: its refresh failed a moment ago; the stale answer now,
+        // not after the upstreams' timeout once more.
+        let stale = self.cache.borrow_mut().stale_after_failure(&key, now());
+        if let Some(answer) = stale {
+            self.metrics.forwarding().stale().inc();
+            let mut m = response(&request, &answer, &self.zones);
+            crate::edns::ExtendedError::StaleAnswer.add_to(&mut m);
+            send(&self.metrics, &request, via, m, reply, Source::Cache);
+            return Outcome::FromCache;
+        }
         self.metrics.cache_miss();
         let unchecked = request.checking_disabled;
         let share = request.asked.client.map(peer_of);

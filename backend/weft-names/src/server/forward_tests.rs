@@ -334,6 +334,25 @@ fn with_serve_stale_an_expired_answer_is_served_with_ttl_30_when_no_upstream_ans
     );
     assert_eq!(r.answers[0].ttl, 30);
     assert_eq!(h.server.metrics().stale_answers(), 1);
+    // RFC 8767 section 5: for 30 s after that failure the stale answer comes at once,
+    // no upstream asked; then the upstreams are asked again.
+    let asked = h.sent_to().len();
+    h.clock.advance(Duration::from_secs(29));
+    assert_eq!(
+        h.send(&query(3, "s.elsewhere.test.", RecordType::A), Via::Udp),
+        Outcome::FromCache
+    );
+    let r = h.pop();
+    assert_eq!((r.metadata.id, r.answers[0].ttl), (3, 30));
+    assert_eq!(h.sent_to().len(), asked, "no upstream asked");
+    assert_eq!(h.server.metrics().stale_answers(), 2);
+    h.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.send(&query(4, "s.elsewhere.test.", RecordType::A), Via::Udp),
+        Outcome::Forwarded,
+        "30 s on, asked upstream again"
+    );
+    assert_eq!(h.sent_to().len(), asked + 1);
 
     let plain = harness_with(EXAMPLE, &[FIRST], ForwardOptions::default());
     plain.send(&query(1, "s.elsewhere.test.", RecordType::A), Via::Udp);

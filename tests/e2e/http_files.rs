@@ -222,3 +222,40 @@ fn weft_s_own_files_linked_into_a_root_while_it_runs_are_not_served() {
         app.log()
     );
 }
+
+/// A private file stays so for the life of the process, and a path already answered
+/// stops being served once its file is known private: the configuration renamed into
+/// place anew (as editors and `sed -i` write it) left its old file, still linked inside
+/// the root, served 200 with its secrets; and a link made in the second before the new
+/// file was looked up, and answered then, was served on from the cache.
+#[test]
+fn a_private_file_stays_private_after_its_path_names_another_and_cached_answers_follow() {
+    let (app, web) = crate::http_peers::web_service("");
+    let root = app.dir.path().join("public");
+    let config = app.config_path();
+    std::fs::hard_link(&config, root.join("old.toml")).unwrap();
+    assert_eq!(curl(web, &[], "/old.toml").0, 404);
+    // Written anew and renamed into place: the old file keeps the old name inside root.
+    let rewrite = || {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let next = config.with_extension("new");
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, &config).unwrap();
+    };
+    rewrite();
+    // The new file linked in at once, and asked for before it is looked up.
+    std::fs::hard_link(&config, root.join("new.toml")).unwrap();
+    let _ = curl(web, &[], "/new.toml");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(
+        curl(web, &[], "/old.toml").0,
+        404,
+        "the old file stays private"
+    );
+    assert_eq!(
+        curl(web, &[], "/new.toml").0,
+        404,
+        "a cached answer follows"
+    );
+    assert_eq!(curl(web, &[], "/f.txt").0, 200);
+}

@@ -279,6 +279,14 @@ fn read_settled(
         Config::parse_for_reload(&file, &text, history)
             .and_then(|config| config.serves_something(&file).map(|()| config))
             .map_err(|e| (ReloadResult::Invalid, e.to_string()))
+            .and_then(|config| {
+                // As `check` refuses it: more listeners than the open-files limit leaves
+                // room for would be bound part way, reactor by reactor.
+                config
+                    .check_open_files()
+                    .map(|()| config)
+                    .map_err(|e| (ReloadResult::Invalid, format!("{file}: {e}")))
+            })
     };
     // Time spent waiting for the files, not reading them (a large zone takes seconds).
     let mut waited = Duration::ZERO;

@@ -474,6 +474,9 @@ pub struct ErrorPage {
     pub body: bytes::Bytes,
     /// Its `Content-Type`, by its name.
     pub content_type: HeaderValue,
+    /// The file it was read from, by device and inode: the configuration's check refuses
+    /// a page that is a file of weft's own, whatever name a mount gave it.
+    pub file: (u64, u64),
 }
 
 impl ErrorPage {
@@ -524,10 +527,12 @@ impl ErrorPage {
         if body.len() > MAX_ERROR_PAGE_BYTES {
             return Err(too_large());
         }
+        use std::os::unix::fs::MetadataExt;
         Ok(Self {
             status,
             body: body.into(),
             content_type: HeaderValue::from_static(crate::mime::content_type(&path)),
+            file: (file.meta.dev(), file.meta.ino()),
         })
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! The gateway names the files ([`keep_private`]) at the start and at each reload; which
 //! file each path is, is looked up again at most once a second, as a file may be replaced
-//! (a configuration written whole and renamed into place, a history file recreated).
+//! (a configuration written whole and renamed into place, a history file recreated), and
+//! every file a path has named stays private for the life of the process.
 
 use std::path::PathBuf;
 use std::sync::RwLock;
@@ -18,33 +19,44 @@ const LOOKED_UP_FOR: Duration = Duration::from_secs(1);
 
 struct Private {
     paths: Vec<PathBuf>,
-    /// The device and inode of each path that is a file now.
+    /// The device and inode of every file those paths have named since the start, kept
+    /// for the life of the process: a configuration edited by rename, a zone rewritten,
+    /// a log rotated, a key a reload no longer uses leave their old file with the
+    /// secrets it held, under whatever name a root may give it.
     ids: Vec<(u64, u64)>,
     looked_up: Instant,
 }
 
 impl Private {
-    fn look_up(paths: Vec<PathBuf>) -> Self {
+    /// Adds the files `paths` name now to those kept.
+    fn look_up(&mut self) {
         use std::os::unix::fs::MetadataExt;
-        let ids = paths
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| (m.dev(), m.ino()))
-            .collect();
-        Self {
-            paths,
-            ids,
-            looked_up: Instant::now(),
+        for meta in self.paths.iter().filter_map(|p| std::fs::metadata(p).ok()) {
+            let id = (meta.dev(), meta.ino());
+            if !self.ids.contains(&id) {
+                self.ids.push(id);
+            }
         }
+        self.looked_up = Instant::now();
     }
 }
 
 static PRIVATE: RwLock<Option<Private>> = RwLock::new(None);
 
-/// Makes `paths` the process's private files (replacing those named before).
+/// Adds `paths` to the process's private files (those named before stay private).
 pub fn keep_private(paths: Vec<PathBuf>) {
-    let private = Private::look_up(paths);
-    *PRIVATE.write().unwrap_or_else(|e| e.into_inner()) = Some(private);
+    let mut private = PRIVATE.write().unwrap_or_else(|e| e.into_inner());
+    let private = private.get_or_insert_with(|| Private {
+        paths: Vec::new(),
+        ids: Vec::new(),
+        looked_up: Instant::now(),
+    });
+    for path in paths {
+        if !private.paths.contains(&path) {
+            private.paths.push(path);
+        }
+    }
+    private.look_up();
 }
 
 /// Whether the file of device `dev` and inode `ino` is one of the private files.
@@ -62,7 +74,7 @@ pub(crate) fn is_private(dev: u64, ino: u64) -> bool {
         return false;
     };
     if p.looked_up.elapsed() >= LOOKED_UP_FOR {
-        *p = Private::look_up(std::mem::take(&mut p.paths));
+        p.look_up();
     }
     p.ids.contains(&(dev, ino))
 }

@@ -398,6 +398,12 @@ impl Config {
         ports::check(self, file)
     }
 
+    /// Whether its listening sockets fit under the open-files limit (part of
+    /// [`check_ports`](Self::check_ports); a reload asks it alone).
+    pub fn check_open_files(&self) -> Result<(), String> {
+        ports::open_files(self)
+    }
+
     /// Validates `text`, naming `file` in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
         let config = validate::parse(file, text)?;

@@ -63,8 +63,7 @@ struct Holder {
 /// print (ports this configuration's running gateway holds), or the first refusal, naming
 /// the endpoint, its owner and the cause.
 pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String> {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
-    open_files_for_listeners(config, limit)?;
+    open_files(config)?;
     let ours = Gateway::of(config, file);
     let mut notes = Vec::new();
     // The notes of stream listeners the running gateway holds, by whether the dashboard's.
@@ -302,6 +301,12 @@ fn endpoints(config: &Config) -> Vec<(&str, String, ServerEndpoint)> {
         .chain(demo)
         .filter_map(|(endpoint, owner)| Some((endpoint, owner, endpoint.parse().ok()?)))
         .collect()
+}
+
+/// [`open_files_for_listeners`] under this process's hard limit.
+pub(crate) fn open_files(config: &Config) -> Result<(), String> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    open_files_for_listeners(config, limit)
 }
 
 /// Open files kept, beyond the listeners, for what `run` opens before it serves (the

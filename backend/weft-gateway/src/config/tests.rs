@@ -1031,6 +1031,29 @@ fn an_item_of_the_wrong_type_in_a_list_is_named_at_its_own_line() {
 /// A root that holds the configuration, the history file (or one SQLite keeps beside it),
 /// a TLS key or a zone would serve it to anyone: refused, naming the file and what it is.
 /// A certificate is public, and a hidden directory is never served.
+/// An error page is read once and sent to every client its status answers: one that is
+/// a file of weft's own under another name (here a hard link; a bind mount, which no
+/// link search finds, alike) is refused by the file it is.
+#[test]
+fn an_error_page_that_is_a_private_file_under_another_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    std::fs::create_dir_all(d.join("site/errors")).unwrap();
+    let file = d.join("weft.toml");
+    let text = format!(
+        "[store]\npath = \"{db}\"\n[[service]]\nname = \"w\"\nkind = \"http\"\n\
+         root = \"{site}\"\nlisten = \"tcp:0\"\n\
+         error_pages = {{ 404 = \"/errors/404.html\" }}\n",
+        db = d.join("weft.db").display(),
+        site = d.join("site").display(),
+    );
+    std::fs::write(&file, &text).unwrap();
+    std::fs::hard_link(&file, d.join("site/errors/404.html")).unwrap();
+    let e = Config::parse(&file.display().to_string(), &text).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("service[0].error_pages"), "{e}");
+    assert!(e.message.contains("under another name"), "{e}");
+}
+
 #[test]
 fn a_root_that_would_serve_weft_s_own_private_files_is_refused() {
     let dir = tempfile::tempdir().unwrap();

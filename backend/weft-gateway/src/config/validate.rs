@@ -378,6 +378,35 @@ fn files_apart(
         .map(|(_, path, _)| path.clone())
         .chain(logs)
         .collect();
+    // An error page is read once and kept: one that is a private file under another name
+    // (a bind mount onto the page's path, which no hard-link search finds) would go to
+    // every client answered with its status.
+    for (i, service) in services.iter().enumerate() {
+        let crate::services::ServiceKind::Http(http) = &service.kind else {
+            continue;
+        };
+        for page in &http.web.error_pages {
+            if let Some((_, path, what)) = private.clone().find(|(id, ..)| *id == Some(page.file)) {
+                let span = raw.service[i]
+                    .get_ref()
+                    .error_pages
+                    .as_ref()
+                    .map(|p| p.span());
+                return Err(at.error(
+                    span,
+                    key(&format!("service[{i}].error_pages")),
+                    format!(
+                        "the page for {} is {} ({what}) under another name (a mount or a \
+                         link): it would be sent to every client answered {}; give the page \
+                         a file of its own",
+                        page.status.as_u16(),
+                        path.display(),
+                        page.status.as_u16()
+                    ),
+                ));
+            }
+        }
+    }
     unserved(at, raw, private, &roots)?;
     if history.is_empty() {
         return Ok(private_files);

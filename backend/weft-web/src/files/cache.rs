@@ -231,6 +231,7 @@ impl Cache {
             // Outside the lock: a stat may wait on the disk.
             if let Ok(meta) = std::fs::metadata(&joined)
                 && Stamp::of(&meta) == stamp
+                && !crate::private::is_private_file(&meta)
             {
                 let mut inner = self.lock();
                 let inner = &mut *inner;

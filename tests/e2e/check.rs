@@ -1657,6 +1657,81 @@ fn listeners_past_the_open_files_limit_are_refused_by_check_and_run_alike() {
     }
 }
 
+/// A reload adding listeners past what the open-files limit leaves room for is refused,
+/// `invalid`, as `check` refuses the file, and changes nothing: it was applied part way,
+/// one reactor on the new settings and the other on the old, and counted `ok`.
+#[test]
+fn a_reload_past_the_open_files_limit_is_refused_as_check_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dashboard = free_port();
+    let ports: Vec<u16> = (0..40).map(|_| free_port()).collect();
+    let file = dir.path().join("weft.toml");
+    let write = |services: usize| {
+        let mut text = format!(
+            "[gateway]\nreactors = 2\n[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n\
+             [store]\npath = \"{}\"\n",
+            dir.path().join("weft.db").display()
+        );
+        for (i, port) in ports.iter().take(services).enumerate() {
+            text.push_str(&format!(
+                "[[service]]\nname = \"e{i}\"\nkind = \"echo\"\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n"
+            ));
+        }
+        std::fs::write(&file, text).unwrap();
+    };
+    write(10);
+    /// Ends the gateway however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Killed(
+        Command::new("bash")
+            .arg("-c")
+            .arg(r#"ulimit -n 128 && exec "$0" run --config "$1""#)
+            .arg(weft_bin())
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eventually!(
+        TcpStream::connect(("127.0.0.1", ports[9])).is_ok(),
+        "serving ten echo services"
+    );
+    // 40 listeners on each of 2 reactors: 81 with the dashboard's, 64 more kept: past 128.
+    write(40);
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let metrics = || {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{dashboard}/metrics"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eventually!(
+        metrics().contains(r#"weft_config_reloads_total{result="invalid"} 1"#),
+        "the reload refused as invalid\n{}",
+        metrics()
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", ports[39])).is_err(),
+        "nothing of it applied"
+    );
+}
+
 /// `weft COMMAND --config FILE`, run to its end.
 fn weft_on(command: &str, file: &Path) -> std::process::Output {
     Command::new(weft_bin())

@@ -1622,25 +1622,10 @@ fn listeners_past_the_open_files_limit_are_refused_by_check_and_run_alike() {
     let dir = tempfile::tempdir().unwrap();
     let dashboard = free_port();
     let ports: Vec<u16> = (0..300).map(|_| free_port()).collect();
-    let mut text = format!(
-        "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n[store]\npath = \"{}\"\n",
-        dir.path().join("weft.db").display()
-    );
-    for (i, port) in ports.iter().enumerate() {
-        text.push_str(&format!(
-            "[[service]]\nname = \"e{i}\"\nkind = \"echo\"\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n"
-        ));
-    }
     let file = dir.path().join("weft.toml");
-    std::fs::write(&file, text).unwrap();
+    echo_services(&file, "", dashboard, &ports);
     for command in ["check", "run"] {
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(r#"ulimit -n 256 && exec "$0" "$1" --config "$2""#)
-            .arg(weft_bin())
-            .arg(command)
-            .arg(&file)
-            .stdin(Stdio::null())
+        let out = under_open_files_limit(256, command, &file)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1667,17 +1652,12 @@ fn a_reload_past_the_open_files_limit_is_refused_as_check_refuses_it() {
     let ports: Vec<u16> = (0..40).map(|_| free_port()).collect();
     let file = dir.path().join("weft.toml");
     let write = |services: usize| {
-        let mut text = format!(
-            "[gateway]\nreactors = 2\n[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n\
-             [store]\npath = \"{}\"\n",
-            dir.path().join("weft.db").display()
+        echo_services(
+            &file,
+            "[gateway]\nreactors = 2\n",
+            dashboard,
+            &ports[..services],
         );
-        for (i, port) in ports.iter().take(services).enumerate() {
-            text.push_str(&format!(
-                "[[service]]\nname = \"e{i}\"\nkind = \"echo\"\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n"
-            ));
-        }
-        std::fs::write(&file, text).unwrap();
     };
     write(10);
     /// Ends the gateway however the test ends.
@@ -1689,12 +1669,7 @@ fn a_reload_past_the_open_files_limit_is_refused_as_check_refuses_it() {
         }
     }
     let child = Killed(
-        Command::new("bash")
-            .arg("-c")
-            .arg(r#"ulimit -n 128 && exec "$0" run --config "$1""#)
-            .arg(weft_bin())
-            .arg(&file)
-            .stdin(Stdio::null())
+        under_open_files_limit(128, "run", &file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1730,6 +1705,37 @@ fn a_reload_past_the_open_files_limit_is_refused_as_check_refuses_it() {
         TcpStream::connect(("127.0.0.1", ports[39])).is_err(),
         "nothing of it applied"
     );
+}
+
+/// Writes to `file` a configuration of `extra` tables, a dashboard on `dashboard`, history
+/// beside `file`, and an echo service on each of `ports`.
+fn echo_services(file: &Path, extra: &str, dashboard: u16, ports: &[u16]) {
+    let history = file.with_file_name("weft.db");
+    let mut text = format!(
+        "{extra}[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n\
+         [store]\npath = \"{}\"\n",
+        history.display()
+    );
+    for (i, port) in ports.iter().enumerate() {
+        text.push_str(&format!(
+            "[[service]]\nname = \"e{i}\"\nkind = \"echo\"\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n"
+        ));
+    }
+    std::fs::write(file, text).unwrap();
+}
+
+/// `weft COMMAND --config FILE` under an open-files limit of `files` (soft and hard).
+fn under_open_files_limit(files: u32, command: &str, file: &Path) -> Command {
+    let mut weft = Command::new("bash");
+    weft.arg("-c")
+        .arg(format!(
+            r#"ulimit -n {files} && exec "$0" "$1" --config "$2""#
+        ))
+        .arg(weft_bin())
+        .arg(command)
+        .arg(file)
+        .stdin(Stdio::null());
+    weft
 }
 
 /// `weft COMMAND --config FILE`, run to its end.
